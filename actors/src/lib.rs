@@ -1,0 +1,1 @@
+//! pinion runtime: the threads, channels and syscalls that carry out what the core decides.

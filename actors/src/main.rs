@@ -1,0 +1,3 @@
+fn main() {
+    println!("pinion {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,13 @@
+//! pinion core: deterministic, single-threaded storage components with no threads, channels,
+//! sockets or syscalls. Each component takes inputs (requests, I/O completions) and returns what
+//! it wants done; the runtime in `actors/` and the simulator carry that out.
+
+pub mod buffer;
+pub mod checkpoint;
+pub mod checksum;
+pub mod config;
+pub mod exit;
+pub mod header;
+pub mod layout;
+pub mod prng;
+pub mod storage;
