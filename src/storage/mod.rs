@@ -10,9 +10,11 @@
 //! stable storage (O_DSYNC, or an fdatasync that covers it).
 
 mod read;
+mod sector_locks;
 mod write;
 
 pub use read::{ReadProgress, ReadStep};
+pub use sector_locks::SectorLocks;
 pub use write::{WriteProgress, WriteStep};
 
 use crate::buffer::AlignedBuf;
