@@ -11,3 +11,5 @@ pub mod header;
 pub mod layout;
 pub mod prng;
 pub mod storage;
+pub mod superblock;
+pub mod format;

@@ -1,1 +1,2 @@
 //! pinion runtime: the threads, channels and syscalls that carry out what the core decides.
+pub mod io;

@@ -11,6 +11,7 @@
 
 mod read;
 mod sector_locks;
+pub mod simulated;
 mod write;
 
 pub use read::{ReadProgress, ReadStep};

@@ -1,0 +1,1 @@
+//! Format: the writes that create an empty data file (in progress).

@@ -1,0 +1,1 @@
+//! Simulated storage for tests (in progress).

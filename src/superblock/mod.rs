@@ -1,0 +1,1 @@
+//! Superblock: four copies of the root of all durable state (in progress).
