@@ -1,1 +1,0 @@
-//! Simulated storage for tests (in progress).
