@@ -307,6 +307,15 @@ struct LoopState {
     gather_remaining: usize,
 }
 
+impl LoopState {
+    /// Stop accepting; whatever is accepted still completes (a gather in progress is cut short,
+    /// or the held issues would never go out).
+    fn stop(&mut self) {
+        self.stopping = true;
+        self.gather_remaining = 0;
+    }
+}
+
 fn run<B: Backend>(
     mut backend: B,
     mut engine: Engine,
@@ -322,7 +331,7 @@ fn run<B: Backend>(
             match requests.try_recv() {
                 Ok(message) => on_message(message, &mut engine, &mut router, &mut state),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => state.stopping = true,
+                Err(TryRecvError::Disconnected) => state.stop(),
             }
         }
         if state.gather_remaining == 0 {
@@ -335,7 +344,7 @@ fn run<B: Backend>(
         let accepting = !state.stopping && engine.has_capacity();
         match backend.wait(&mut engine, accepting.then_some(requests)) {
             Some(Ok(message)) => on_message(message, &mut engine, &mut router, &mut state),
-            Some(Err(RecvError)) => state.stopping = true,
+            Some(Err(RecvError)) => state.stop(),
             None => {}
         }
     }
@@ -358,7 +367,7 @@ fn on_message(message: Message, engine: &mut Engine, router: &mut Router, state:
             state.gather_remaining = state.gather_remaining.saturating_sub(1);
         }
         Message::Gather { request_count } => state.gather_remaining = request_count,
-        Message::Shutdown => state.stopping = true,
+        Message::Shutdown => state.stop(),
     }
 }
 

@@ -196,7 +196,12 @@ impl Engine {
     }
 
     /// Hands every raw operation decided since the last call to `issue`, in decision order.
+    /// The loop calls this once per pass, after feeding every result that was ready, so a flush
+    /// decided here covers all the writes that finished in that batch.
     pub(crate) fn drain_issues(&mut self, issue: impl FnMut(Issue)) {
+        if self.durability == Durability::Barrier {
+            self.flush_if_needed();
+        }
         self.issues.drain(..).for_each(issue);
     }
 
@@ -269,10 +274,8 @@ impl Engine {
                 self.release_sectors(slot);
                 match self.durability {
                     Durability::Dsync => self.complete(slot, Ok(()), 0),
-                    Durability::Barrier => {
-                        self.held.push(slot);
-                        self.flush_if_needed();
-                    }
+                    // The next `drain_issues` flushes.
+                    Durability::Barrier => self.held.push(slot),
                 }
             }
             WriteStep::Fatal(reason) => {
@@ -340,7 +343,8 @@ impl Engine {
         self.locks_released = released;
     }
 
-    /// Barrier mode: at most one flush in flight; it covers every write finished before it.
+    /// Barrier mode: at most one flush in flight; it covers every write finished before it was
+    /// issued, and writes finishing meanwhile wait for the next one.
     fn flush_if_needed(&mut self) {
         assert_eq!(self.durability, Durability::Barrier);
         if self.flush_in_flight || self.held.is_empty() {
@@ -381,7 +385,6 @@ impl Engine {
             self.complete(slot, outcome, 0);
         }
         self.flushing = flushing;
-        self.flush_if_needed();
     }
 
     fn complete(&mut self, slot: u32, outcome: Result<(), FatalReason>, sectors_zeroed: u32) {
@@ -422,5 +425,173 @@ pub(crate) fn raw_error(errno: i32) -> RawError {
         libc::ENOSPC => RawError::NoSpace,
         libc::EINTR | libc::EAGAIN => RawError::Interrupted,
         errno => RawError::Other(errno),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinion::config::SECTOR_SIZE;
+    use pinion::layout::Zone;
+
+    const S: u64 = SECTOR_SIZE;
+
+    fn engine(durability: Durability, faults: FaultMap) -> Engine {
+        Engine::new(8, durability, faults, Arc::new(IoCounters::default()))
+    }
+
+    fn write(engine: &mut Engine, tag: u64, start_sector: u64, sector_count: u64) {
+        let request = IoRequest {
+            tag,
+            kind: IoKind::Write,
+            zone: Zone::Grid,
+            offset_in_zone: start_sector * S,
+            buffer: AlignedBuf::new((sector_count * S) as usize),
+        };
+        engine.submit(0, start_sector * S, request);
+    }
+
+    fn issued(engine: &mut Engine) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        engine.drain_issues(|issue| issues.push(issue));
+        issues
+    }
+
+    fn completed(engine: &mut Engine) -> Vec<(u64, Result<(), IoFatal>)> {
+        let mut completions = Vec::new();
+        engine.drain_completions(|(_, completion)| {
+            completions.push((completion.tag, completion.result))
+        });
+        completions
+    }
+
+    /// Carries out `issue` successfully, as a disk would.
+    fn succeed(engine: &mut Engine, issue: Issue) {
+        let result = match issue.op {
+            RawOp::Read { length_bytes, .. } | RawOp::Write { length_bytes, .. } => {
+                RawResult::Transferred(length_bytes as u64)
+            }
+            RawOp::Fault { result } => result,
+            RawOp::Flush => RawResult::Transferred(0),
+        };
+        engine.on_result(issue.token, result, issue.buffer);
+    }
+
+    #[test]
+    fn an_overlapping_write_is_issued_only_after_the_earlier_one_finishes() {
+        let mut engine = engine(Durability::Dsync, FaultMap::new());
+        write(&mut engine, 1, 0, 2);
+        write(&mut engine, 2, 1, 2); // overlaps 1
+        write(&mut engine, 3, 4, 1); // disjoint
+        let mut issues = issued(&mut engine);
+        let tokens: Vec<Token> = issues.iter().map(|issue| issue.token).collect();
+        assert_eq!(tokens.len(), 2, "the overlapping write waits: {tokens:?}");
+        assert_eq!(engine.counters.snapshot().writes_waited_count, 1);
+        let disjoint = issues.pop().unwrap();
+        succeed(&mut engine, disjoint);
+        assert!(
+            issued(&mut engine).is_empty(),
+            "3 finishing releases nothing"
+        );
+        succeed(&mut engine, issues.pop().unwrap());
+        let released = issued(&mut engine);
+        assert_eq!(released.len(), 1);
+        succeed(&mut engine, released.into_iter().next().unwrap());
+        let tags: Vec<u64> = completed(&mut engine).iter().map(|(tag, _)| *tag).collect();
+        assert_eq!(tags, vec![3, 1, 2]);
+        assert!(engine.is_idle());
+    }
+
+    #[test]
+    fn barrier_holds_writes_until_one_flush_covers_everything_finished_before_it() {
+        let mut engine = engine(Durability::Barrier, FaultMap::new());
+        for tag in 0..4 {
+            write(&mut engine, tag, tag, 1);
+        }
+        let mut writes = issued(&mut engine).into_iter();
+        succeed(&mut engine, writes.next().unwrap());
+        assert!(
+            completed(&mut engine).is_empty(),
+            "no completion before a flush"
+        );
+        let flush = issued(&mut engine);
+        assert_eq!(flush.len(), 1);
+        assert_eq!(flush[0].op, RawOp::Flush);
+        // Writes finishing during the flush wait for the next one; one flush at a time.
+        for write in writes {
+            succeed(&mut engine, write);
+        }
+        assert!(
+            issued(&mut engine).is_empty(),
+            "a second flush while one is in flight"
+        );
+        succeed(&mut engine, flush.into_iter().next().unwrap());
+        assert_eq!(completed(&mut engine).len(), 1);
+        let flush = issued(&mut engine);
+        assert_eq!(flush.len(), 1);
+        succeed(&mut engine, flush.into_iter().next().unwrap());
+        assert_eq!(completed(&mut engine).len(), 3);
+        let stats = engine.counters.snapshot();
+        assert_eq!((stats.flushes_count, stats.flush_writes_max), (2, 3));
+        assert!(engine.is_idle());
+    }
+
+    #[test]
+    fn a_failed_flush_fails_every_write_it_covers_and_eintr_retries_it() {
+        let mut engine = engine(Durability::Barrier, FaultMap::new());
+        for tag in 0..3 {
+            write(&mut engine, tag, tag, 1);
+        }
+        let mut writes = issued(&mut engine).into_iter();
+        succeed(&mut engine, writes.next().unwrap());
+        succeed(&mut engine, writes.next().unwrap());
+        let flush = issued(&mut engine).pop().unwrap();
+        engine.on_result(flush.token, RawResult::Error(RawError::Interrupted), None);
+        let flush = issued(&mut engine).pop().expect("the flush is reissued");
+        assert_eq!(flush.op, RawOp::Flush);
+        succeed(&mut engine, writes.next().unwrap()); // Finishes during the flush.
+        engine.on_result(flush.token, RawResult::Error(RawError::NoSpace), None);
+        let completions = completed(&mut engine);
+        assert_eq!(
+            completions.len(),
+            2,
+            "the flush covered the first two writes"
+        );
+        for (_, result) in completions {
+            assert_eq!(result.unwrap_err().reason, FatalReason::NoSpaceLeft);
+        }
+        let flush = issued(&mut engine)
+            .pop()
+            .expect("the third write gets its own flush");
+        succeed(&mut engine, flush);
+        assert_eq!(completed(&mut engine), vec![(2, Ok(()))]);
+    }
+
+    #[test]
+    fn faults_replace_only_the_raw_operations_that_cover_a_listed_sector() {
+        let mut faults = FaultMap::new();
+        faults.fail_writes(1, RawError::Io);
+        let mut engine = engine(Durability::Dsync, faults);
+        write(&mut engine, 1, 0, 1);
+        write(&mut engine, 2, 1, 1);
+        let issues = issued(&mut engine);
+        assert!(matches!(issues[0].op, RawOp::Write { .. }));
+        assert!(matches!(issues[1].op, RawOp::Fault { .. }));
+        for issue in issues {
+            succeed(&mut engine, issue);
+        }
+        let completions = completed(&mut engine);
+        assert_eq!(completions[0], (1, Ok(())));
+        let fatal = completions[1].1.clone().unwrap_err();
+        assert_eq!(fatal.reason, FatalReason::WriteError { errno: libc::EIO });
+    }
+
+    #[test]
+    fn errno_values_map_onto_the_policy_errors() {
+        assert_eq!(raw_error(libc::EIO), RawError::Io);
+        assert_eq!(raw_error(libc::ENOSPC), RawError::NoSpace);
+        assert_eq!(raw_error(libc::EINTR), RawError::Interrupted);
+        assert_eq!(raw_error(libc::EAGAIN), RawError::Interrupted);
+        assert_eq!(raw_error(libc::EBADF), RawError::Other(libc::EBADF));
     }
 }
