@@ -44,11 +44,13 @@ on_both_backends!(
     clients_receive_only_their_own_completions,
     an_idle_actor_does_not_spin,
     the_actor_is_pinned_to_its_core_and_refuses_an_invalid_one,
+    a_fatal_write_error_exits_with_its_code_under_the_exit_policy,
 );
 
 /// A data file in a fresh directory on the build's file system (not tmpfs).
 struct Fixture {
-    _directory: tempfile::TempDir,
+    /// `None` in the exit child, whose file lives in the parent's directory.
+    _directory: Option<tempfile::TempDir>,
     path: PathBuf,
     layout: Layout,
     size_bytes: u64,
@@ -58,10 +60,17 @@ impl Fixture {
     fn new() -> Fixture {
         let directory = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let path = directory.path().join("data.pinion");
+        Fixture {
+            _directory: Some(directory),
+            ..Fixture::at(path)
+        }
+    }
+
+    fn at(path: PathBuf) -> Fixture {
         let layout = Layout::new(&Config::small());
         let size_bytes = layout.data_file_size_min() + 16 * layout.block_size();
         Fixture {
-            _directory: directory,
+            _directory: None,
             path,
             layout,
             size_bytes,
@@ -599,8 +608,10 @@ fn the_actor_is_pinned_to_its_core_and_refuses_an_invalid_one(backend: BackendCh
     );
     std::fs::remove_file(&fixture.path).unwrap();
 
+    // The last core the process may use, so the check is not satisfied by a default of 0.
+    let core = core_affinity::get_core_ids().unwrap().last().unwrap().id;
     let config = IoConfig {
-        core: Some(0),
+        core: Some(core),
         ..io_config(backend, durability)
     };
     let Some(actor) = spawn(fixture.create(durability), config) else {
@@ -613,5 +624,76 @@ fn the_actor_is_pinned_to_its_core_and_refuses_an_invalid_one(backend: BackendCh
         .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
         .unwrap()
         .trim();
-    assert_eq!(allowed, "0");
+    assert_eq!(allowed, core.to_string());
+}
+
+/// Set in the child process that plays out the Exit policy, to the data file's path.
+const EXIT_CHILD_VARIABLE: &str = "PINION_TEST_IO_EXIT_CHILD";
+
+fn a_fatal_write_error_exits_with_its_code_under_the_exit_policy(backend: BackendChoice) {
+    let variant = match backend {
+        BackendChoice::Portable => "portable",
+        _ => "uring",
+    };
+    if let Some(path) = std::env::var_os(EXIT_CHILD_VARIABLE) {
+        return exit_child(backend, PathBuf::from(path));
+    }
+    // The child exits without running destructors, so its file goes in a directory we remove.
+    let fixture = Fixture::new();
+    let test_name =
+        format!("{variant}::a_fatal_write_error_exits_with_its_code_under_the_exit_policy");
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            test_name.as_str(),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(EXIT_CHILD_VARIABLE, &fixture.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("skipping the io_uring variant") {
+        return;
+    }
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    for expected in [
+        "ENOSPC",
+        "wal_prepares",
+        "offset 8192",
+        "exiting with code 2",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from: {stderr}"
+        );
+    }
+}
+
+/// Runs in the child: a write that hits ENOSPC must end the process with exit code 2.
+fn exit_child(backend: BackendChoice, path: PathBuf) {
+    let fixture = Fixture::at(path);
+    let mut faults = FaultMap::new();
+    faults.fail_writes(
+        fixture.sector_index(Zone::WalPrepares, 2 * S),
+        RawError::NoSpace,
+    );
+    let config = IoConfig {
+        faults: Some(faults),
+        fatal_policy: FatalPolicy::Exit,
+        ..io_config(backend, Durability::Dsync)
+    };
+    let Some(actor) = spawn(fixture.create(Durability::Dsync), config) else {
+        return;
+    };
+    let mut client = actor.client().unwrap();
+    client.submit(request(
+        0,
+        IoKind::Write,
+        Zone::WalPrepares,
+        2 * S,
+        filled(&[1]),
+    ));
+    let _ = client.next_completion_timeout(Duration::from_secs(10));
+    panic!("the io actor did not exit on ENOSPC");
 }
