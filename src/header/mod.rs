@@ -276,14 +276,13 @@ impl Header {
         })?;
         match command {
             // Blocks may have been written by an older protocol.
-            Command::Block => {
-                if self.protocol() > PROTOCOL {
-                    return Err(HeaderError::Invalid {
-                        command,
-                        reason: "protocol is newer",
-                    });
-                }
+            Command::Block if self.protocol() > PROTOCOL => {
+                return Err(HeaderError::Invalid {
+                    command,
+                    reason: "protocol is newer",
+                });
             }
+            Command::Block => {}
             _ if self.protocol() != PROTOCOL => {
                 return Err(HeaderError::Reserved { field: "protocol" })
             }
