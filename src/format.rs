@@ -10,6 +10,7 @@ use crate::config::{Config, HEADERS_PER_SECTOR, HEADER_SIZE, SECTOR_SIZE};
 use crate::header::{prepare, Header};
 use crate::layout::Zone;
 use crate::storage::{IoCompletion, IoKind, IoRequest, Storage};
+use crate::superblock::{self, SuperblockError, SuperblockHeader};
 
 /// The header format puts in WAL slot `slot`: the root prepare in slot 0, reserved elsewhere.
 pub fn wal_slot_header(cluster: u128, slot: u64) -> Header {
@@ -67,6 +68,20 @@ pub fn write_wal(storage: &mut impl Storage, config: &Config, cluster: u128, dep
     for _ in 0..in_flight {
         expect_write(storage.next_completion());
     }
+}
+
+/// Formats a data file: the WAL, then the superblock (sequence 1) last.
+pub fn format(
+    storage: &mut impl Storage,
+    config: &Config,
+    cluster: u128,
+    depth: usize,
+) -> Result<SuperblockHeader, SuperblockError> {
+    config
+        .validate()
+        .expect("format with a validated configuration");
+    write_wal(storage, config, cluster, depth);
+    superblock::format(storage, config, cluster)
 }
 
 fn submit_write(storage: &mut impl Storage, zone: Zone, offset_in_zone: u64, buffer: AlignedBuf) {
