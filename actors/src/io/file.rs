@@ -100,6 +100,20 @@ impl DataFile {
             },
             _ => io_error(path, "create", error),
         })?;
+        let created = DataFile::allocate(path, size_bytes, durability);
+        if created.is_err() && !force {
+            // Do not leave a half-made file that would then need --force.
+            let _ = std::fs::remove_file(path);
+        }
+        created
+    }
+
+    /// Opens a just-created (or forced) file, locks it, and preallocates it from empty.
+    fn allocate(
+        path: &Path,
+        size_bytes: u64,
+        durability: Durability,
+    ) -> Result<DataFile, DataFileError> {
         let access = Access::ReadWrite(durability);
         let (file, direct_io) = open_direct(path, access)?;
         lock_exclusive(&file, path)?;
