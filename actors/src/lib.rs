@@ -1,3 +1,4 @@
 //! pinion runtime: the threads, channels and syscalls that carry out what the core decides.
-pub mod io;
+pub mod benchmark;
 pub mod cli;
+pub mod io;

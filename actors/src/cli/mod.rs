@@ -3,6 +3,7 @@
 //! Owns argument parsing, user-facing messages and exit codes. Every refusal happens before
 //! anything is written, says what to do, and exits non-zero (exit codes in the README).
 
+mod benchmark;
 mod format;
 mod inspect;
 
@@ -36,6 +37,9 @@ pub enum Command {
     Format(FormatArguments),
     /// Print a data file's zones, superblock copies and geometry. Never writes.
     Inspect(InspectArguments),
+    /// Measure durable writes on a temporary data file (storage layer: the service does not
+    /// exist yet). Prints throughput and latency percentiles per durability mode and workload.
+    Benchmark(BenchmarkArguments),
     /// Print the version.
     Version,
 }
@@ -67,6 +71,42 @@ pub struct InspectArguments {
     pub io: IoArguments,
     /// Path of the data file.
     pub path: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchmarkArguments {
+    /// Workloads to run (repeatable): seq-1m-qd1, seq-1m-qd4, seq-4k-qd1, seq-4k-qd16.
+    /// Default: all of them.
+    #[arg(long)]
+    pub workload: Vec<String>,
+    /// Durability modes to measure (repeatable). Default: dsync, then barrier.
+    #[arg(long, value_enum, default_values_t = [DurabilityArgument::Dsync, DurabilityArgument::Barrier])]
+    pub durability: Vec<DurabilityArgument>,
+    /// I/O backend, as for the other commands.
+    #[arg(long = "io", value_enum, default_value_t = IoBackendArgument::Auto)]
+    pub io: IoBackendArgument,
+    /// Seconds per workload at most.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Writes per workload at most.
+    #[arg(long, default_value_t = 100_000)]
+    pub writes: u64,
+    /// MiB of the wal_prepares zone to write over, wrapping around (at most 1024).
+    #[arg(long, default_value_t = 256)]
+    pub region_mib: u64,
+    /// Directory for the temporary data file (deleted afterwards). Use a directory on the disk
+    /// you want to measure: /tmp is often tmpfs, which has no O_DIRECT.
+    #[arg(long, default_value = ".")]
+    pub directory: PathBuf,
+    /// Create the data file at this path and keep it afterwards (refuses an existing path).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Pin the io actor to this core.
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// One JSON object per measurement on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How the io actor talks to the disk.
@@ -150,14 +190,18 @@ impl Failure {
     }
 }
 
-/// The io actor's configuration for `config` and the command line's I/O choices.
-fn io_config(config: &Config, arguments: &IoArguments) -> IoConfig {
-    let mut io = IoConfig::new(config);
-    io.backend = match arguments.backend {
+fn backend_choice(argument: IoBackendArgument) -> BackendChoice {
+    match argument {
         IoBackendArgument::Auto => BackendChoice::Auto,
         IoBackendArgument::Uring => BackendChoice::Uring,
         IoBackendArgument::Portable => BackendChoice::Portable,
-    };
+    }
+}
+
+/// The io actor's configuration for `config` and the command line's I/O choices.
+fn io_config(config: &Config, arguments: &IoArguments) -> IoConfig {
+    let mut io = IoConfig::new(config);
+    io.backend = backend_choice(arguments.backend);
     io.durability = match arguments.durability {
         DurabilityArgument::Dsync => Durability::Dsync,
         DurabilityArgument::Barrier => Durability::Barrier,
@@ -179,6 +223,7 @@ pub fn run(arguments: Arguments) -> i32 {
     let result = match arguments.command {
         Command::Format(arguments) => format::run(&arguments),
         Command::Inspect(arguments) => inspect::run(&arguments),
+        Command::Benchmark(arguments) => benchmark::run(&arguments),
         Command::Version => {
             println!("pinion {}", env!("CARGO_PKG_VERSION"));
             Ok(())
