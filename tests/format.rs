@@ -65,22 +65,3 @@ fn a_format_cut_short_before_the_superblock_is_not_found() {
     let result = superblock::open(&mut storage, OpenOptions::default());
     assert_eq!(result.unwrap_err(), SuperblockError::NotFound);
 }
-
-#[test]
-fn a_file_of_another_cluster_is_refused_by_name() {
-    let config = Config::small();
-    let mut storage = storage(&config);
-    format::format(&mut storage, &config, CLUSTER, 8).unwrap();
-    let options = OpenOptions {
-        repair: false,
-        cluster_expected: Some(CLUSTER + 1),
-    };
-    let error = superblock::open(&mut storage, options).unwrap_err();
-    assert_eq!(
-        error,
-        SuperblockError::ClusterMismatch {
-            expected: CLUSTER + 1,
-            found: CLUSTER
-        }
-    );
-}

@@ -56,17 +56,20 @@ pub fn run(arguments: &InspectArguments) -> Result<(), Failure> {
 /// The file's geometry over the per-process limits of the preset with that geometry (or the
 /// small preset's limits, which fit any valid geometry that is not a preset's).
 fn file_config(geometry: &Geometry) -> Result<Config, Failure> {
-    let base = Preset::ALL
-        .into_iter()
-        .map(Preset::config)
-        .find(|config| Geometry::from_config(config) == *geometry)
-        .unwrap_or_else(Config::small);
+    let base = preset_of(geometry).map_or_else(Config::small, Preset::config);
     let config = geometry.apply(&base);
     config.validate().map_err(|error| Failure {
         reason: FatalReason::Corrupt,
         message: format!("the superblock records an unusable geometry: {error}"),
     })?;
     Ok(config)
+}
+
+/// The preset whose geometry this is, if any.
+fn preset_of(geometry: &Geometry) -> Option<Preset> {
+    Preset::ALL
+        .into_iter()
+        .find(|preset| Geometry::from_config(&preset.config()) == *geometry)
 }
 
 fn print_copies(inspection: &Inspection) {
@@ -100,10 +103,7 @@ fn copy_line(report: &CopyReport) -> String {
 
 fn print_superblock(working: &SuperblockHeader, config: &Config) {
     let vsr = &working.vsr_state;
-    let preset = Preset::ALL
-        .into_iter()
-        .find(|preset| Geometry::from_config(&preset.config()) == working.geometry)
-        .map_or("custom", Preset::name);
+    let preset = preset_of(&working.geometry).map_or("custom", Preset::name);
     println!("\nworking superblock:");
     println!(
         "  sequence {}  checksum {:08x}  cluster {}",
