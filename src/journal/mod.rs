@@ -7,4 +7,5 @@
 //!
 //! Today only the recovery decision table exists (issue 3 builds the rest on it).
 
+pub mod recovery;
 pub mod recovery_table;
