@@ -271,9 +271,7 @@ mod tests {
     #[test]
     fn more_torn_slots_than_concurrent_writes_truncates_nothing() {
         let (headers, mut prepares) = wal(1, 20);
-        for slot in 5..8 {
-            prepares[slot] = None;
-        }
+        prepares[5..8].fill(None);
         let mut read = read(&headers, &prepares);
         read.op_prepare_max = 24;
         let decisions = classify(&read).unwrap();
