@@ -275,9 +275,8 @@ mod tests {
         let mut read = read(&headers, &prepares);
         read.op_prepare_max = 24;
         let decisions = classify(&read).unwrap();
-        for slot in 5..8 {
-            assert_eq!(decisions[slot].decision, Decision::Vsr, "slot {slot}");
-        }
+        let torn: Vec<Decision> = decisions[5..8].iter().map(|d| d.decision).collect();
+        assert_eq!(torn, [Decision::Vsr; 3]);
     }
 
     #[test]
