@@ -1,0 +1,283 @@
+//! fio as the reference: builds the job that mirrors one pinion workload (same file, same region,
+//! same block size, queue depth and durability), runs it, and reads writes/s and latency
+//! percentiles from its JSON output.
+//!
+//! Durability: `dsync` ↔ `--sync=dsync` (the file opened O_DSYNC, like pinion's `dsync`);
+//! `barrier` ↔ `--fdatasync=1` (an fdatasync queued after every write). The two are not the
+//! same contract at queue depth > 1: fio queues the fdatasync as one more asynchronous operation
+//! next to the writes still in flight, and counts a write complete when the write itself
+//! completes, whereas pinion reports a write only once a flush issued after it returned. fio
+//! reports the fdatasync latency apart from the write's (`sync.lat_ns`); both are kept.
+
+use crate::comparison::Sample;
+use pinion_actors::io::Durability;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// fio's `--ioengine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    IoUring,
+    Libaio,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::IoUring => "io_uring",
+            Engine::Libaio => "libaio",
+        }
+    }
+}
+
+/// One fio run: sequential writes over `size_bytes` from `offset_bytes` of an existing file,
+/// wrapping around, for `seconds`.
+#[derive(Clone, Copy, Debug)]
+pub struct Job<'a> {
+    pub path: &'a Path,
+    pub offset_bytes: u64,
+    pub size_bytes: u64,
+    pub block_size_bytes: u64,
+    pub queue_depth: usize,
+    pub durability: Durability,
+    pub seconds: f64,
+    pub engine: Engine,
+    /// Pin fio to this CPU (`--cpus_allowed`), as pinion's io actor is pinned.
+    pub core: Option<usize>,
+}
+
+impl Job<'_> {
+    /// The arguments after `fio`, in the order the command line shows them.
+    pub fn arguments(&self) -> Vec<String> {
+        assert!(self.seconds > 0.0);
+        assert!(self.size_bytes >= self.block_size_bytes * self.queue_depth as u64);
+        let mut arguments = vec![
+            "--name=pinion-io-vs-fio".to_string(),
+            format!("--filename={}", self.path.display()),
+            // The file is pinion's: never create, extend or lay it out.
+            "--allow_file_create=0".to_string(),
+            format!("--offset={}", self.offset_bytes),
+            format!("--size={}", self.size_bytes),
+            "--rw=write".to_string(),
+            format!("--bs={}", self.block_size_bytes),
+            format!("--iodepth={}", self.queue_depth),
+            "--direct=1".to_string(),
+            format!("--ioengine={}", self.engine.name()),
+            match self.durability {
+                Durability::Dsync => "--sync=dsync".to_string(),
+                Durability::Barrier => "--fdatasync=1".to_string(),
+            },
+            "--time_based".to_string(),
+            format!("--runtime={}", runtime(self.seconds)),
+            "--output-format=json".to_string(),
+        ];
+        if let Some(core) = self.core {
+            arguments.push(format!("--cpus_allowed={core}"));
+        }
+        arguments
+    }
+
+    /// The command as a shell would take it (paths are quoted only if they need it).
+    pub fn command_line(&self) -> String {
+        let mut line = String::from("fio");
+        for argument in self.arguments() {
+            line.push(' ');
+            if argument.contains([' ', '\'', '"']) {
+                line.push_str(&format!("'{}'", argument.replace('\'', "'\\''")));
+            } else {
+                line.push_str(&argument);
+            }
+        }
+        line
+    }
+
+    pub fn run(&self) -> Result<Sample, String> {
+        let output = Command::new("fio")
+            .args(self.arguments())
+            .output()
+            .map_err(|error| format!("cannot run fio: {error}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(format!(
+                "fio failed ({}): {}\ncommand: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                self.command_line()
+            ));
+        }
+        parse(&stdout, self.durability)
+            .map_err(|error| format!("{error}\ncommand: {}", self.command_line()))
+    }
+}
+
+/// fio's `--runtime`: whole seconds where possible, else milliseconds.
+fn runtime(seconds: f64) -> String {
+    if seconds.fract() == 0.0 {
+        format!("{}", seconds as u64)
+    } else {
+        format!("{}ms", (seconds * 1000.0).round() as u64)
+    }
+}
+
+/// `fio --version`, or what to do if fio is missing.
+pub fn version() -> Result<String, String> {
+    let install = "install fio (e.g. apt-get install fio)";
+    let output = Command::new("fio")
+        .arg("--version")
+        .output()
+        .map_err(|error| format!("cannot run fio ({error}): {install}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`fio --version` failed ({}): {install}",
+            output.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Reads the one job of fio's JSON output (fio may print warnings before the JSON).
+pub fn parse(output: &str, durability: Durability) -> Result<Sample, String> {
+    let start = output
+        .find('{')
+        .ok_or_else(|| format!("no JSON in fio's output: {}", output.trim()))?;
+    let root: Value = serde_json::from_str(&output[start..])
+        .map_err(|error| format!("cannot parse fio's JSON output: {error}"))?;
+    let job = &root["jobs"][0];
+    let error = job["error"].as_i64().unwrap_or(0);
+    if error != 0 {
+        return Err(format!("fio reported error {error} for its job"));
+    }
+    let write = &job["write"];
+    let writes_count = number(write, "total_ios")? as u64;
+    if writes_count == 0 {
+        return Err("fio completed no writes".to_string());
+    }
+    let clat = &write["clat_ns"];
+    let (flush_latency_us, flushes_count) = match durability {
+        Durability::Dsync => (None, None),
+        Durability::Barrier => {
+            let sync = &job["sync"]["lat_ns"];
+            let flushes_count = number(sync, "N")? as u64;
+            let latencies = (percentile_us(sync, "50")?, percentile_us(sync, "99")?);
+            (Some(latencies), Some(flushes_count))
+        }
+    };
+    Ok(Sample {
+        writes_count,
+        writes_per_second: number(write, "iops")?,
+        latency_us_p50: percentile_us(clat, "50")?,
+        latency_us_p99: percentile_us(clat, "99")?,
+        flushes_count,
+        flush_latency_us,
+    })
+}
+
+fn number(object: &Value, key: &str) -> Result<f64, String> {
+    object[key]
+        .as_f64()
+        .ok_or_else(|| format!("fio's JSON lacks the number '{key}'"))
+}
+
+/// The percentile `name` ("50", "99") of a fio latency object in nanoseconds, in µs.
+fn percentile_us(latency_ns: &Value, name: &str) -> Result<f64, String> {
+    let key = format!("{name}.000000");
+    let nanoseconds = latency_ns["percentile"][&key]
+        .as_f64()
+        .ok_or_else(|| format!("fio's JSON lacks the latency percentile {key}"))?;
+    Ok(nanoseconds / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of fio 3.33's JSON for one write job, cut down to what `parse` reads.
+    const OUTPUT: &str = r#"fio: some warning
+{
+  "fio version" : "fio-3.33",
+  "jobs" : [
+    {
+      "jobname" : "pinion-io-vs-fio",
+      "error" : 0,
+      "write" : {
+        "iops" : 12845.5,
+        "total_ios" : 12860,
+        "clat_ns" : {
+          "N" : 12860,
+          "percentile" : { "50.000000" : 774144, "99.000000" : 2039808 }
+        }
+      },
+      "sync" : {
+        "total_ios" : 0,
+        "lat_ns" : {
+          "N" : 12861,
+          "percentile" : { "50.000000" : 305152, "99.000000" : 1499136 }
+        }
+      }
+    }
+  ]
+}"#;
+
+    #[test]
+    fn parse_reads_writes_per_second_and_latency_percentiles_in_microseconds() {
+        let sample = parse(OUTPUT, Durability::Dsync).unwrap();
+        assert_eq!(sample.writes_count, 12860);
+        assert_eq!(sample.writes_per_second, 12845.5);
+        assert_eq!(sample.latency_us_p50, 774.144);
+        assert_eq!(sample.latency_us_p99, 2039.808);
+        assert_eq!(sample.flushes_count, None);
+        assert_eq!(sample.flush_latency_us, None);
+    }
+
+    #[test]
+    fn parse_keeps_the_fdatasync_latency_in_barrier_mode() {
+        let sample = parse(OUTPUT, Durability::Barrier).unwrap();
+        assert_eq!(sample.flushes_count, Some(12861));
+        assert_eq!(sample.flush_latency_us, Some((305.152, 1499.136)));
+    }
+
+    #[test]
+    fn parse_refuses_a_failed_job_and_garbage() {
+        let failed = OUTPUT.replace("\"error\" : 0", "\"error\" : 5");
+        assert!(parse(&failed, Durability::Dsync)
+            .unwrap_err()
+            .contains("error 5"));
+        assert!(parse("fio: no such file", Durability::Dsync).is_err());
+        let idle = OUTPUT.replace("\"total_ios\" : 12860", "\"total_ios\" : 0");
+        assert!(parse(&idle, Durability::Dsync)
+            .unwrap_err()
+            .contains("no writes"));
+    }
+
+    #[test]
+    fn jobs_mirror_the_workload_and_durability() {
+        let job = Job {
+            path: Path::new("/data/pinion file"),
+            offset_bytes: 4 << 20,
+            size_bytes: 256 << 20,
+            block_size_bytes: 4096,
+            queue_depth: 16,
+            durability: Durability::Barrier,
+            seconds: 3.0,
+            engine: Engine::IoUring,
+            core: None,
+        };
+        assert_eq!(
+            job.command_line(),
+            "fio --name=pinion-io-vs-fio '--filename=/data/pinion file' --allow_file_create=0 \
+             --offset=4194304 --size=268435456 --rw=write --bs=4096 --iodepth=16 --direct=1 \
+             --ioengine=io_uring --fdatasync=1 --time_based --runtime=3 --output-format=json"
+        );
+        let dsync = Job {
+            durability: Durability::Dsync,
+            seconds: 1.5,
+            core: Some(1),
+            ..job
+        };
+        let arguments = dsync.arguments();
+        assert!(arguments.contains(&"--sync=dsync".to_string()));
+        assert!(arguments.contains(&"--runtime=1500ms".to_string()));
+        assert!(arguments.contains(&"--cpus_allowed=1".to_string()));
+    }
+}
