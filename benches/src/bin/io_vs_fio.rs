@@ -52,7 +52,9 @@ struct Arguments {
     /// Durability modes (repeatable). Default: dsync, then barrier.
     #[arg(long, value_enum, default_values_t = [DurabilityArgument::Dsync, DurabilityArgument::Barrier])]
     durability: Vec<DurabilityArgument>,
-    /// Pin pinion's io actor, and fio (--cpus_allowed), to this core.
+    /// Pin pinion — the io actor and this thread, its client — and fio (--cpus_allowed) to this
+    /// core. Unpinned, the client and the actor may sit on different CPUs, and each hand-off
+    /// between them is then a cross-CPU wake-up.
     #[arg(long)]
     core: Option<usize>,
     /// Print the summary as a markdown table (for docs/benchmarks.md).
@@ -109,6 +111,9 @@ fn run(arguments: &Arguments) -> Result<(), String> {
         return Err("--rounds must be at least 1 and --seconds in (0, 600]".to_string());
     }
     let fio_version = fio::version()?;
+    if let Some(core) = arguments.core {
+        pin_current_thread(core)?;
+    }
     let workloads = selected_workloads(&arguments.workload)?;
     let config = Config::production();
     let region = region(&config, arguments.region_mib << 20)?;
@@ -160,6 +165,23 @@ fn run(arguments: &Arguments) -> Result<(), String> {
         print!("{}", comparison::markdown_table(&rows));
     } else {
         print!("{}", comparison::plain_table(&rows));
+    }
+    Ok(())
+}
+
+/// Pins the calling thread, which drives pinion's workload as the io actor's client.
+fn pin_current_thread(core: usize) -> Result<(), String> {
+    let available = core_affinity::get_core_ids().unwrap_or_default();
+    if !available.iter().any(|id| id.id == core) {
+        let ids: Vec<usize> = available.iter().map(|id| id.id).collect();
+        return Err(format!(
+            "--core {core} is not one of the cores available: {ids:?}"
+        ));
+    }
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        return Err(format!(
+            "the kernel refused to pin this thread to core {core}"
+        ));
     }
     Ok(())
 }
@@ -307,13 +329,17 @@ fn print_header(arguments: &Arguments, bench: &Bench, backend: BackendKind, fio_
     };
     println!(
         "pinion io actor ({backend}) vs {fio_version} (--ioengine={}) on {}: {} MiB of \
-         wal_prepares from byte {}, {} round(s) of {} s per side, order alternating.",
+         wal_prepares from byte {}, {} round(s) of {} s per side, order alternating, {}.",
         bench.engine.name(),
         bench.path.display(),
         arguments.region_mib,
         bench.region_offset_bytes,
         arguments.rounds,
         bench.seconds,
+        match bench.core {
+            Some(core) => format!("pinion (actor and client) and fio pinned to core {core}"),
+            None => "unpinned".to_string(),
+        },
     );
 }
 
