@@ -90,6 +90,18 @@ pub enum RawError {
 /// component code (superblock, format, journal recovery) runs on a real file and in tests.
 pub trait Storage {
     fn submit(&mut self, request: IoRequest);
+    /// Submits several requests together, so whoever carries them out can be notified once for
+    /// the batch instead of once per request (one wake-up, one syscall).
+    fn submit_batch<I: IntoIterator<Item = IoRequest>>(&mut self, requests: I)
+    where
+        Self: Sized,
+    {
+        for request in requests {
+            self.submit(request);
+        }
+    }
     /// Waits for (or simulates time until) the next completion. Panics if nothing is pending.
     fn next_completion(&mut self) -> IoCompletion;
+    /// A completion that is ready now, without waiting (or advancing simulated time).
+    fn try_next_completion(&mut self) -> Option<IoCompletion>;
 }

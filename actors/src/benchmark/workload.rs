@@ -106,35 +106,42 @@ pub fn run(
     let start = Instant::now();
     let mut submitted: u64 = 0;
     let mut completed: u64 = 0;
-    let mut in_flight = 0;
     loop {
-        let open = submitted < limits.writes_max && start.elapsed() < limits.duration_max;
-        if open && in_flight < workload.queue_depth {
+        // Refill the queue in one batch: one wake-up of the storage for all of it.
+        let room = workload.queue_depth - (submitted - completed) as usize;
+        let batch = (0..room).map_while(|_| {
+            let open = submitted < limits.writes_max && start.elapsed() < limits.duration_max;
+            if !open {
+                return None;
+            }
             let buffer = buffers.pop().expect("a free buffer per queue slot");
             let offset_in_zone = (submitted % slots_count) * size;
             submitted_at.push(Instant::now());
-            storage.submit(IoRequest {
-                tag: submitted,
+            let tag = submitted;
+            submitted += 1;
+            Some(IoRequest {
+                tag,
                 kind: IoKind::Write,
                 zone: region.zone,
                 offset_in_zone,
                 buffer,
-            });
-            submitted += 1;
-            in_flight += 1;
-            continue;
-        }
-        if in_flight == 0 {
+            })
+        });
+        storage.submit_batch(batch);
+        if completed == submitted {
             break;
         }
-        let completion = storage.next_completion();
-        if let Err(fatal) = &completion.result {
-            panic!("benchmark write failed: {fatal}");
+        // Wait for one completion, then take every other one already there.
+        let mut next = Some(storage.next_completion());
+        while let Some(completion) = next {
+            if let Err(fatal) = &completion.result {
+                panic!("benchmark write failed: {fatal}");
+            }
+            latencies_us.push(submitted_at[completion.tag as usize].elapsed().as_micros() as u64);
+            buffers.push(completion.buffer);
+            completed += 1;
+            next = storage.try_next_completion();
         }
-        latencies_us.push(submitted_at[completion.tag as usize].elapsed().as_micros() as u64);
-        buffers.push(completion.buffer);
-        completed += 1;
-        in_flight -= 1;
     }
     let elapsed = start.elapsed();
     assert_eq!(completed, submitted);
@@ -196,6 +203,38 @@ mod tests {
         assert_eq!(measured.latency_us(99.0), 99);
         assert_eq!(measured.latency_us(100.0), 100);
         assert_eq!(measurement(vec![7]).latency_us(99.0), 7);
+    }
+
+    #[test]
+    fn every_write_completes_and_lands_through_batched_submission() {
+        use pinion::config::Config;
+        use pinion::layout::Layout;
+        use pinion::storage::simulated::{Options, SimulatedStorage};
+        let config = Config::small();
+        let options = Options {
+            io_depth_max: 16,
+            ..Options::default()
+        };
+        let mut storage = SimulatedStorage::new(Layout::new(&config), options, 7);
+        let region = Region {
+            zone: Zone::WalPrepares,
+            size_bytes: 64 * 4096,
+        };
+        let workload = Workload {
+            name: "test",
+            write_size_bytes: 4096,
+            queue_depth: 16,
+        };
+        let limits = Limits {
+            writes_max: 1000,
+            duration_max: Duration::from_secs(60),
+        };
+        let measured = run(&mut storage, workload, region, limits);
+        assert_eq!(measured.writes_count, 1000);
+        assert_eq!(measured.latencies_us.len(), 1000);
+        assert_eq!(storage.pending_count(), 0);
+        let landed = storage.read_direct(Zone::WalPrepares, 63 * 4096, 4096);
+        assert_eq!(landed, filled_buffer(4096).to_vec());
     }
 
     #[test]

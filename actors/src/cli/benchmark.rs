@@ -31,6 +31,16 @@ pub fn run(arguments: &BenchmarkArguments) -> Result<(), Failure> {
             false,
         ),
     };
+    if let Some(core) = arguments.core {
+        // The thread that submits and waits shares the io actor's core, so hand-offs between
+        // them stay on one CPU (measured: fewer migrations, steadier 4 KiB latency).
+        let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        if !pinned {
+            return Err(Failure::cli(format!(
+                "cannot pin the benchmark thread to core {core}"
+            )));
+        }
+    }
     let backend = super::backend_choice(arguments.io);
     let file = BenchmarkFile::create(&path, &config, backend, keep).map_err(Failure::cli)?;
     if !arguments.json {

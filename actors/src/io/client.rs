@@ -5,7 +5,7 @@
 use super::actor::ClientShared;
 use super::uring::Waker;
 use super::Message;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use pinion::storage::{IoCompletion, IoKind, IoRequest, Storage};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -84,10 +84,10 @@ impl IoClient {
     }
 }
 
-impl Storage for IoClient {
-    /// Checks the request against the layout here, in the caller's thread, so a programming
-    /// error panics where it was made. Blocks while the actor's request queue is full.
-    fn submit(&mut self, request: IoRequest) {
+impl IoClient {
+    /// Checks `request` against the layout here, in the caller's thread, so a programming error
+    /// panics where it was made, and wraps it for the actor.
+    fn message(&self, request: IoRequest) -> Message {
         assert!(
             self.outstanding_count < self.shared.depth,
             "more than {} requests outstanding on one io client",
@@ -102,16 +102,49 @@ impl Storage for IoClient {
             self.shared
                 .layout
                 .io_offset(request.zone, request.offset_in_zone, length_bytes);
-        let message = Message::Submit {
+        Message::Submit {
             client_id: self.client_id,
             file_offset,
             request,
-        };
-        self.requests
-            .send(message)
-            .expect("the io actor has stopped: see its log for the reason");
-        self.waker.wake();
-        self.outstanding_count += 1;
+        }
+    }
+}
+
+impl Storage for IoClient {
+    /// Blocks while the actor's request queue is full.
+    fn submit(&mut self, request: IoRequest) {
+        self.submit_batch(std::iter::once(request));
+    }
+
+    /// Queues every request, then wakes the actor once. If the shared request queue is full,
+    /// wakes the actor first so it can drain the queue, then waits: never blocks with the
+    /// actor asleep.
+    fn submit_batch<I: IntoIterator<Item = IoRequest>>(&mut self, requests: I) {
+        let mut queued_count = 0;
+        for request in requests {
+            let message = self.message(request);
+            match self.requests.try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(message)) => {
+                    self.waker.wake();
+                    self.requests
+                        .send(message)
+                        .expect("the io actor has stopped: see its log for the reason");
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    panic!("the io actor has stopped: see its log for the reason")
+                }
+            }
+            self.outstanding_count += 1;
+            queued_count += 1;
+        }
+        if queued_count > 0 {
+            self.waker.wake();
+        }
+    }
+
+    fn try_next_completion(&mut self) -> Option<IoCompletion> {
+        IoClient::try_next_completion(self)
     }
 
     fn next_completion(&mut self) -> IoCompletion {

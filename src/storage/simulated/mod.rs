@@ -418,6 +418,10 @@ impl Storage for SimulatedStorage {
     }
 
     /// Advances simulated time to the earliest ready I/O and completes it.
+    fn try_next_completion(&mut self) -> Option<IoCompletion> {
+        self.poll_completion()
+    }
+
     fn next_completion(&mut self) -> IoCompletion {
         let (ready_ns, id) = *self
             .ready
