@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod config;
 pub mod exit;
 pub mod format;
+pub mod grid;
 pub mod header;
 pub mod journal;
 pub mod layout;

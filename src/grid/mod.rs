@@ -1,0 +1,13 @@
+//! Grid: the data file's block zone — fixed-size blocks addressed from 1, each checksummed by
+//! its parent — with the in-memory structures that decide where blocks live.
+//!
+//! Owns: the set-associative block cache (which address occupies which cache slot, and what is
+//! evicted), the free set (which addresses are acquired, released, or free, and when a released
+//! block may be reused) and its compact encoding for checkpoint trailers. Never: a socket, a
+//! thread, a clock, or I/O other than requests it returns for the io actor to carry out; never
+//! hands out a released block before the checkpoint that stopped referencing it is durable.
+
+mod bitset;
+pub mod cache;
+pub mod ewah;
+pub mod free_set;
