@@ -1,9 +1,10 @@
 //! Classifying every WAL slot at recovery (ref §3.7 step 4, §3.8, §3.9): compare the redundant
 //! header read from the headers ring with the header inside the prepare read from the prepares
-//! ring, look the pair up in the decision table, then truncate a torn append.
+//! ring, look the pair up in the decision table, then truncate a torn append; and the
+//! single-node rule that says which faulty slots a solo replica cannot do without.
 //!
 //! Pure: it takes what was read and returns a decision per slot. Reading the rings and applying
-//! the decisions belong to the journal.
+//! the decisions belong to the journal (`recover.rs`).
 
 use super::recovery_table::{self, Case, Decision, Impossible, Inputs};
 use crate::header::{prepare, Command, Header, Operation};
@@ -28,7 +29,7 @@ pub fn header_ok(cluster: u128, slot_count: u64, slot: u64, header: &Header) -> 
     }
 }
 
-fn is_reserved(header: &Header) -> bool {
+pub(crate) fn is_reserved(header: &Header) -> bool {
     prepare::operation(header) == Some(Operation::Reserved)
 }
 
@@ -45,7 +46,8 @@ pub struct Read<'a> {
     /// The raw header of each slot from the headers ring (garbage included).
     pub headers_redundant: &'a [Header],
     /// The header in each slot's prepare, when the prepare's header checksum, body checksum and
-    /// zero padding all passed; `None` otherwise.
+    /// zero padding all passed (whatever its cluster and op: `header_ok` is applied here);
+    /// `None` otherwise.
     pub prepares: &'a [Option<Header>],
 }
 
@@ -93,7 +95,9 @@ fn pair(read: &Read, slot: u64) -> (Option<Header>, Option<Header>) {
     (h, p)
 }
 
-fn op_max(read: &Read) -> Option<u64> {
+/// The highest op of any well-formed, non-reserved header in either ring (untrusted: one ring
+/// may be ahead of the other).
+pub fn op_max(read: &Read) -> Option<u64> {
     (0..read.headers_redundant.len() as u64)
         .flat_map(|slot| {
             let (h, p) = pair(read, slot);
@@ -129,9 +133,22 @@ fn inputs(read: &Read, slot: u64, op_max: Option<u64>) -> Inputs {
 
 /// §3.9: a prepare torn by a crash while it was being appended leaves a `vsr` slot just above
 /// the head. If every `vsr` slot in (op_max, op_prepare_max] holds a well-formed redundant
-/// header from an earlier wrap over an invalid prepare — and there are no more of them than
-/// concurrent appends — they are torn appends, never acknowledged: truncate them. Otherwise the
-/// faulty slot could be the true head, so truncate nothing.
+/// header from an earlier wrap — or a reserved one — over a prepare that did not pass its
+/// checksums, and there are no more of them than concurrent appends, they are torn appends, never
+/// acknowledged: truncate them. Otherwise the faulty slot could be the true head, so truncate
+/// nothing.
+///
+/// Two refinements of the reference (both as TigerBeetle's `torn_prepares` at the reference
+/// commit, except the second):
+/// - "the prepare is invalid" means its checksums or padding failed. An intact prepare that
+///   belongs to another slot or cluster (a misdirected write) is a fault, not a tear.
+/// - A *reserved* redundant header qualifies too. TigerBeetle refuses it because a faulty slot's
+///   in-memory reserved placeholder could have been persisted by a neighbour's header-sector
+///   write (ref §3.11); pinion's journal never persists a valid reserved header for a faulty
+///   slot, so on disk a reserved header over a broken prepare only comes from a slot that was
+///   empty, truncated (`cut_torn`) or being overwritten when its prepare write was torn. Without
+///   this, a solo replica could not restart after a crash that tore an append in the first wrap
+///   of the log (the slot's redundant header is still the reserved one that format wrote).
 fn truncate_torn_append(read: &Read, op_max: u64, decisions: &mut [SlotDecision]) {
     if !(read.op_checkpoint <= op_max && op_max < read.op_prepare_max) {
         return;
@@ -147,10 +164,14 @@ fn truncate_torn_append(read: &Read, op_max: u64, decisions: &mut [SlotDecision]
         if decisions[slot as usize].decision != Decision::Vsr {
             continue;
         }
-        let (h, p) = pair(read, slot);
-        let earlier_wrap = h.is_some_and(|h| !is_reserved(&h) && prepare::op(&h) < op);
-        if !earlier_wrap || p.is_some() {
-            return;
+        let (h, _) = pair(read, slot);
+        let Some(h) = h else {
+            return; // A broken redundant header could have been the true head's.
+        };
+        // op_max covers both rings, so a non-reserved header here is from an earlier wrap.
+        assert!(is_reserved(&h) || prepare::op(&h) < op);
+        if read.prepares[slot as usize].is_some() {
+            return; // An intact prepare in the wrong place: a misdirected write, not a tear.
         }
         torn.push(slot);
     }
@@ -160,6 +181,57 @@ fn truncate_torn_append(read: &Read, op_max: u64, decisions: &mut [SlotDecision]
     for slot in torn {
         decisions[slot as usize].decision = Decision::CutTorn;
     }
+}
+
+/// A slot recovery classified `vsr` — its prepare is lost or cannot be told apart from a lost
+/// one — with the op it should hold when either ring still names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultySlot {
+    pub slot: u64,
+    /// The op the slot should hold: the redundant header's if it is well-formed and not
+    /// reserved, else the prepare's; `None` when neither ring names an op.
+    pub op: Option<u64>,
+    pub case: Case,
+}
+
+impl std::fmt::Display for FaultySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "slot {} (", self.slot)?;
+        match self.op {
+            Some(op) => write!(f, "op {op}")?,
+            None => write!(f, "op unknown")?,
+        }
+        write!(f, ", case @{})", self.case.label())
+    }
+}
+
+/// The op `slot` should hold according to what was read: the redundant header names the newest
+/// op the slot was written with (@K, @N, @O: the prepare is older or missing), so it comes first.
+pub fn op_named(read: &Read, slot: u64) -> Option<u64> {
+    let (h, p) = pair(read, slot);
+    [h, p]
+        .into_iter()
+        .flatten()
+        .find(|header| !is_reserved(header))
+        .map(|header| prepare::op(&header))
+}
+
+/// The single-node rule: a `vsr` slot needs a copy of its prepare from elsewhere, which a solo
+/// replica does not have. It can do without one only if the slot's op is known and at or below
+/// the latest checkpoint (its effects are in the checkpoint, and replay starts after it).
+/// Returns every `vsr` slot split into (needed, not needed), ascending by slot.
+pub fn faulty_slots(read: &Read, decisions: &[SlotDecision]) -> (Vec<FaultySlot>, Vec<FaultySlot>) {
+    assert_eq!(decisions.len(), read.headers_redundant.len());
+    let faulty = decisions
+        .iter()
+        .enumerate()
+        .filter(|(_, decision)| decision.decision == Decision::Vsr)
+        .map(|(slot, decision)| FaultySlot {
+            slot: slot as u64,
+            op: op_named(read, slot as u64),
+            case: decision.case,
+        });
+    faulty.partition(|faulty| faulty.op.is_none_or(|op| op > read.op_checkpoint))
 }
 
 #[cfg(test)]
@@ -295,6 +367,80 @@ mod tests {
                 decision: Decision::Vsr
             }
         );
+    }
+
+    #[test]
+    fn a_torn_append_over_a_reserved_redundant_header_is_truncated() {
+        // First wrap: op 6 was being appended into a slot whose redundant header is still the
+        // reserved one format wrote (@B), and its prepare was torn.
+        let (headers, mut prepares) = wal(1, 5);
+        prepares[6] = None;
+        let decisions = classify(&read(&headers, &prepares)).unwrap();
+        assert_eq!(
+            decisions[6],
+            SlotDecision {
+                case: Case::B,
+                decision: Decision::CutTorn
+            }
+        );
+    }
+
+    #[test]
+    fn an_intact_prepare_in_the_wrong_slot_is_a_fault_not_a_tear() {
+        let (headers, mut prepares) = wal(1, 20);
+        // Slot 5 holds an intact prepare of another slot: a misdirected write.
+        prepares[5] = Some(prepare_header(22, 0));
+        let mut read = read(&headers, &prepares);
+        read.op_prepare_max = 24;
+        let decisions = classify(&read).unwrap();
+        assert_eq!(
+            decisions[5],
+            SlotDecision {
+                case: Case::C,
+                decision: Decision::Vsr
+            }
+        );
+    }
+
+    #[test]
+    fn faulty_slots_at_or_below_the_checkpoint_are_not_needed() {
+        let (headers, mut prepares) = wal(1, 20);
+        prepares[2] = None; // op 18, above the checkpoint
+        prepares[10] = None; // op 10, at or below it
+        let mut headers = headers;
+        headers[12] = Header::zeroed(); // op 12, but no ring names it now
+        prepares[12] = None;
+        let read = Read {
+            op_checkpoint: 11,
+            op_prepare_max: 24,
+            ..read(&headers, &prepares)
+        };
+        let decisions = classify(&read).unwrap();
+        let (needed, not_needed) = faulty_slots(&read, &decisions);
+        assert_eq!(
+            needed,
+            [
+                FaultySlot {
+                    slot: 2,
+                    op: Some(18),
+                    case: Case::C
+                },
+                FaultySlot {
+                    slot: 12,
+                    op: None,
+                    case: Case::A
+                }
+            ]
+        );
+        assert_eq!(
+            not_needed,
+            [FaultySlot {
+                slot: 10,
+                op: Some(10),
+                case: Case::C
+            }]
+        );
+        assert_eq!(needed[1].to_string(), "slot 12 (op unknown, case @A)");
     }
 
     #[test]
