@@ -9,7 +9,7 @@
 //! - [`Open`]: read every copy in turn, pick the working superblock with the open quorum (2 of
 //!   4), and optionally repair the copies outside it; with `repair = false` it never writes,
 //!   which is what `pinion inspect` needs;
-//! - the blocking drivers [`format`], [`update`], [`open`] and [`inspect`] over
+//! - the blocking drivers [`format()`], [`update()`], [`open()`] and [`inspect()`] over
 //!   `&mut impl Storage`, for tools and tests.
 //!
 //! Never: I/O of its own, or any other zone. I/O is strictly sequential (one copy at a time), so
