@@ -15,7 +15,7 @@ use pinion::journal::{
 };
 use pinion::layout::{Layout, Zone};
 use pinion::storage::simulated::{Options, SimulatedStorage};
-use pinion::storage::{IoCompletion, Storage};
+use pinion::storage::{IoCompletion, RawError, Storage};
 
 const CLUSTER: u128 = 0xC0FFEE;
 
@@ -500,4 +500,71 @@ fn a_faulty_slot_stays_faulty_after_a_neighbour_header_write_and_a_restart() {
     let (journal, report) = recover(&mut storage, 51);
     assert!(report.faulty.is_empty());
     assert_eq!(journal.faulty_count(), 0);
+}
+
+#[test]
+fn a_failed_write_is_reported_and_leaves_the_slot_dirty() {
+    let mut storage = formatted(12);
+    let (mut journal, _) = recover(&mut storage, 0);
+    let message_size_max = config().message_size_max;
+    for (zone, offset) in [
+        (Zone::WalPrepares, 3 * message_size_max),
+        (Zone::WalHeaders, 0),
+    ] {
+        storage.fail_writes(zone, offset, SECTOR_SIZE, RawError::Io);
+        let body = body(3);
+        let header = prepare_header(3, &body);
+        let written = driver::write_prepare(&mut storage, &mut journal, message(&header, &body));
+        assert!(
+            matches!(&written.outcome, WriteOutcome::Failed(fatal) if fatal.zone == zone),
+            "{:?}",
+            written.outcome
+        );
+        assert!(journal.is_dirty(3) && journal.writes_in_flight() == 0);
+        storage.clear_write_failures();
+    }
+    write(&mut storage, &mut journal, 3);
+}
+
+#[test]
+fn a_failed_fix_write_fails_recovery() {
+    let mut storage = formatted(13);
+    let (mut journal, _) = recover(&mut storage, 0);
+    write_ops(&mut storage, &mut journal, 1..=5);
+    storage.fail_reads(Zone::WalHeaders, 0, SECTOR_SIZE);
+    storage.fail_writes(Zone::WalHeaders, 0, SECTOR_SIZE, RawError::Io);
+    let error = try_recover(&mut storage, 0).unwrap_err();
+    assert!(matches!(error, RecoveryError::Io(_)), "{error}");
+}
+
+#[test]
+fn a_read_racing_a_rewrite_of_its_prepare_is_changed_not_corrupt() {
+    let mut storage = formatted(14);
+    let (mut journal, _) = recover(&mut storage, 0);
+    let header = write(&mut storage, &mut journal, 5);
+    storage.corrupt_sector(Zone::WalPrepares, 5 * config().message_size_max);
+    let buffer = || AlignedBuf::new(config().message_size_max as usize);
+    let done = driver::read_prepare(&mut storage, &mut journal, 5, header.checksum(), buffer());
+    assert_eq!(done.unwrap().result, Err(ReadError::Corrupt));
+    // A second read is issued, then the faulty prepare is rewritten from a good copy.
+    assert!(matches!(
+        journal.read_prepare(5, header.checksum(), buffer()),
+        ReadStart::Queued
+    ));
+    let body = body(5);
+    assert!(matches!(
+        journal.write_prepare(message(&header, &body)),
+        WriteStart::Queued
+    ));
+    submit(&mut storage, &mut journal);
+    let Some(Event::Read(done)) = complete(&mut storage, &mut journal) else {
+        panic!("the read completes first");
+    };
+    assert_eq!(done.result, Err(ReadError::Changed));
+    while journal.writes_in_flight() > 0 {
+        complete(&mut storage, &mut journal);
+        submit(&mut storage, &mut journal);
+    }
+    assert!(!journal.is_faulty(5) && !journal.is_dirty(5));
+    read_back(&mut storage, &mut journal, &header);
 }

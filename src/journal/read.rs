@@ -30,7 +30,8 @@ pub enum ReadStart {
 /// Why a read that was issued did not produce the prepare.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadError {
-    /// The slot no longer names this prepare (it changed while the read was in flight).
+    /// The slot no longer names this prepare, or its prepare is being rewritten (it changed
+    /// while the read was in flight).
     Changed,
     /// What was read is not this prepare, intact: the slot is now faulty.
     Corrupt,
@@ -121,7 +122,14 @@ impl Journal {
         assert_eq!(completion.offset_in_zone, self.prepare_offset(slot));
         let result = match completion.result {
             Err(fatal) => Err(ReadError::Io(fatal)),
-            Ok(()) if !self.slot_holds(op, checksum) => Err(ReadError::Changed),
+            // Also if the slot's prepare is being rewritten (a repair of the same op): the bytes
+            // read may mix old and new, which is no evidence of a fault.
+            Ok(())
+                if !self.slot_holds(op, checksum)
+                    || self.prepare_checksum(slot) != Some(checksum) =>
+            {
+                Err(ReadError::Changed)
+            }
             Ok(()) if self.is_prepare(&completion.buffer, op, checksum) => Ok(()),
             Ok(()) => {
                 self.mark_faulty(slot);
