@@ -5,9 +5,9 @@
 //! `headers_redundant`, the `dirty` and `faulty` sets, `prepare_checksums`/`prepare_inhabited`),
 //! the write ordering (a prepare before its redundant header, and "durable" only when both are on
 //! disk), read validation, and recovery ([`recovery`] classifies, [`recover`] reads and repairs).
-//! Never: a socket, a thread, or I/O of its own. It returns [`IoRequest`]s ([`Journal::next_request`])
-//! and takes their [`IoCompletion`]s ([`Journal::on_completion`]); [`driver`] has thin blocking
-//! drivers over `&mut impl Storage` for tests and tools. Its tags are unique only within the
+//! Never: a socket, a thread, or I/O of its own. It returns [`IoRequest`]s
+//! ([`Journal::next_request`]) and takes their [`IoCompletion`]s ([`Journal::on_completion`]);
+//! [`driver`] has thin blocking drivers over `&mut impl Storage` for tests and tools. Its tags are unique only within the
 //! journal, so its completions must come back to it alone (the io actor gives each client its own
 //! completion channel).
 //!
@@ -37,7 +37,9 @@
 //!   written. Acknowledged data is never truncated silently;
 //! - `cut_torn` (a prepare torn while it was being appended, ref §3.9) and `cut` are truncations
 //!   of prepares that were never acknowledged: the caller hears "durable" only once the prepare
-//!   and its redundant header are both on disk;
+//!   and its redundant header are both on disk. A torn append over a *reserved* redundant header
+//!   (the first wrap of the log) is truncated too, which the reference does not do; see
+//!   `recovery.rs` for why that is safe here;
 //! - the table's `unreachable` cases (@H, @I, @J: a prepare beyond `op_prepare_max`, which a solo
 //!   replica never writes) and its impossible states are errors too, never panics on disk input.
 //!
