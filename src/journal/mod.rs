@@ -65,6 +65,7 @@
 
 mod bitset;
 pub mod driver;
+pub mod inspect;
 pub mod read;
 pub mod recover;
 pub mod recovery;
