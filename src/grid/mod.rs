@@ -8,6 +8,7 @@
 //! hands out a released block before the checkpoint that stopped referencing it is durable.
 
 mod bitset;
+pub mod block;
 pub mod cache;
 pub mod ewah;
 pub mod free_set;
