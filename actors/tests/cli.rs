@@ -169,6 +169,44 @@ fn inspect_refuses_another_cluster_garbage_and_truncated_files() {
     assert_refused(&output, 1, "shorter than", &tiny, &Some(b"tiny".to_vec()));
 }
 
+/// Overwrites `size` bytes at `offset` of `path` with zeros.
+fn zero(path: &Path, offset: usize, size: usize) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset..offset + size].fill(0);
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn inspect_classifies_wal_slots_as_recovery_would_and_refuses_lost_prepares() {
+    let directory = directory();
+    let path = directory.path().join("data.pinion");
+    assert!(format_small(&path, "3").status.success());
+    let (stdout, _) = text(&pinion(&["inspect", path.to_str().unwrap()]));
+    assert!(
+        stdout.contains("head op 0  clean 64  repairable 0"),
+        "{stdout}"
+    );
+
+    // Small geometry: wal_headers at 0x18000, wal_prepares at 0x1C000 (4 KiB per slot).
+    zero(&path, 0x18000, 4096); // Header sector 0 (slots 0..16) lost: fixable from prepares.
+    let output = pinion(&["inspect", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("clean 48  repairable 16"), "{stdout}");
+    assert!(stdout.contains("0     0           @F    fix"), "{stdout}");
+
+    let bytes = zero(&path, 0x1C000 + 3 * 4096, 4096); // And slot 3's prepare: both copies lost.
+    let output = pinion(&["inspect", path.to_str().unwrap()]);
+    assert_refused(
+        &output,
+        10,
+        "slot 3 (op unknown, case @A)",
+        &path,
+        &Some(bytes),
+    );
+}
+
 #[test]
 fn inspect_of_a_missing_file_says_so() {
     let directory = directory();

@@ -5,8 +5,10 @@
 
 use super::{io_config, Failure, InspectArguments};
 use crate::io::{DataFile, IoActor};
+use pinion::checkpoint;
 use pinion::config::{Config, Preset, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use pinion::exit::FatalReason;
+use pinion::journal::{self, inspect::WalInspection, recovery::Read, recovery_table::Decision};
 use pinion::layout::{Layout, Zone};
 use pinion::superblock::{self, CopyReport, CopyStatus, Geometry, Inspection, SuperblockHeader};
 
@@ -50,7 +52,112 @@ pub fn run(arguments: &InspectArguments) -> Result<(), Failure> {
             layout.data_file_size_min()
         )));
     }
-    Ok(())
+    inspect_wal(arguments, &config, &working)
+}
+
+/// Reads both WAL rings (with the file's real layout) and prints what recovery would do.
+fn inspect_wal(
+    arguments: &InspectArguments,
+    config: &Config,
+    working: &SuperblockHeader,
+) -> Result<(), Failure> {
+    let file = DataFile::open_read_only(&arguments.path, Layout::new(config).data_file_size_min())
+        .map_err(Failure::data_file)?;
+    let actor = IoActor::spawn(file, io_config(config, &arguments.io)).map_err(Failure::io)?;
+    let mut client = actor.client().map_err(Failure::io)?;
+    let depth = config.journal_iops_read_max as usize;
+    let rings =
+        journal::inspect::read_rings(&mut client, config, depth).map_err(Failure::fatal_io)?;
+    drop(client);
+    actor.shutdown().map_err(Failure::io)?;
+
+    let op_checkpoint = working.op_checkpoint();
+    let read = Read {
+        cluster: working.cluster,
+        op_checkpoint,
+        op_prepare_max: checkpoint::op_prepare_max(
+            op_checkpoint,
+            config.vsr_checkpoint_ops(),
+            config.lsm_compaction_ops,
+            config.pipeline_prepare_queue_max,
+        ),
+        solo: true,
+        journal_iops_write_max: config.journal_iops_write_max,
+        headers_redundant: &rings.headers_redundant,
+        prepares: &rings.prepares,
+    };
+    let wal = journal::inspect::inspect(&read).map_err(|impossible| Failure {
+        reason: FatalReason::Corrupt,
+        message: format!("the WAL is corrupt: {impossible}"),
+    })?;
+    print_wal(&wal, op_checkpoint, arguments.slots);
+    if wal.faulty_needed.is_empty() {
+        return Ok(());
+    }
+    let slots: Vec<String> = wal.faulty_needed.iter().map(ToString::to_string).collect();
+    Err(Failure {
+        reason: FatalReason::Corrupt,
+        message: format!(
+            "the WAL has lost prepares that no local copy can restore and the checkpoint does not \
+             cover: {}; start-up would refuse this data file: restore it from a backup",
+            slots.join(", ")
+        ),
+    })
+}
+
+fn print_wal(wal: &WalInspection, op_checkpoint: u64, all_slots: bool) {
+    let head = wal.op_max.map_or("none".to_string(), |op| op.to_string());
+    println!(
+        "\nWAL ({} slots; checkpoint op {op_checkpoint}, op_prepare_max {}):",
+        wal.slots.len(),
+        wal.op_prepare_max
+    );
+    println!(
+        "  head op {head}  clean {}  repairable {}  truncated {}  faulty below checkpoint {}  faulty needed {}",
+        wal.clean_count(),
+        wal.repairable_count(),
+        wal.truncated_count(),
+        wal.faulty_not_needed.len(),
+        wal.faulty_needed.len()
+    );
+    let listed: Vec<usize> = (0..wal.slots.len())
+        .filter(|slot| {
+            all_slots || !matches!(wal.slots[*slot].decision, Decision::Eql | Decision::Nil)
+        })
+        .collect();
+    if listed.is_empty() {
+        return;
+    }
+    println!(
+        "  {}:",
+        if all_slots {
+            "slots"
+        } else {
+            "slots recovery would not leave clean"
+        }
+    );
+    println!("    slot  op          case  decision");
+    for slot in listed {
+        let op = wal.ops[slot].map_or("-".to_string(), |op| op.to_string());
+        let decision = &wal.slots[slot];
+        println!(
+            "    {slot:<4}  {op:<10}  @{}    {}",
+            decision.case.label(),
+            decision_name(decision.decision)
+        );
+    }
+}
+
+fn decision_name(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Eql => "eql (clean)",
+        Decision::Nil => "nil (empty)",
+        Decision::Fix => "fix (rewrite the redundant header from the prepare)",
+        Decision::Vsr => "vsr (prepare lost)",
+        Decision::Cut => "cut (beyond prepare_max: truncate)",
+        Decision::CutTorn => "cut_torn (torn append: truncate)",
+        Decision::Unreachable => "unreachable",
+    }
 }
 
 /// The file's geometry over the per-process limits of the preset with that geometry (or the

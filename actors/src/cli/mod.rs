@@ -67,6 +67,9 @@ pub struct InspectArguments {
     /// Refuse (exit 1) unless the file belongs to this cluster.
     #[arg(long)]
     pub cluster: Option<u128>,
+    /// List every WAL slot, not only those recovery would not leave clean.
+    #[arg(long)]
+    pub slots: bool,
     #[command(flatten)]
     pub io: IoArguments,
     /// Path of the data file.
