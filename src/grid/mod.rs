@@ -12,3 +12,4 @@ pub mod block;
 pub mod cache;
 pub mod ewah;
 pub mod free_set;
+pub mod pool;
