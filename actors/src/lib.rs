@@ -2,3 +2,4 @@
 pub mod benchmark;
 pub mod cli;
 pub mod io;
+pub mod journal;
