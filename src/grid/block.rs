@@ -134,6 +134,13 @@ impl BlockHeader {
     }
 }
 
+/// How a parent names a block: where it lives and the checksum it must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockReference {
+    pub address: u64,
+    pub checksum: Checksum,
+}
+
 /// A block that passed [`validate`]: its fields, its checksum (= the expected one) and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ValidBlock {

@@ -6,6 +6,10 @@
 //! block may be reused) and its compact encoding for checkpoint trailers. Never: a socket, a
 //! thread, a clock, or I/O other than requests it returns for the io actor to carry out; never
 //! hands out a released block before the checkpoint that stopped referencing it is durable.
+//! Also owns the block format (`block`: sealing, and validation against the checksum the parent
+//! stored and the address read — corruption is refused, never served), the block buffers
+//! (`pool`: allocated once, reference-counted, swapped by value) and checkpoint trailers
+//! (`trailer`: byte strings as backward-linked chains of blocks).
 
 mod bitset;
 pub mod block;
@@ -13,3 +17,4 @@ pub mod cache;
 pub mod ewah;
 pub mod free_set;
 pub mod pool;
+pub mod trailer;

@@ -24,10 +24,9 @@
 
 use thiserror::Error;
 
-use super::block::block_body_size_max;
-use super::ewah;
+use super::{ewah, trailer};
 use crate::buffer::AlignedBuf;
-use crate::config::{div_ceil, round_up, Config, FREE_SET_SHARD_BITS, HEADER_SIZE};
+use crate::config::{round_up, Config, FREE_SET_SHARD_BITS, HEADER_SIZE};
 use crate::layout::Layout;
 
 /// Bytes one client-session entry takes in the client-sessions trailer: a reply header and a
@@ -38,13 +37,13 @@ const CLIENT_SESSION_ENTRY_SIZE: u64 = HEADER_SIZE + 8;
 /// every block of the largest trailers held at once (two free-set trailers and the
 /// client-sessions trailer, written together at a checkpoint), and one burst block.
 pub fn stash_block_count(config: &Config) -> u64 {
-    let chunk_size_max = block_body_size_max(config.block_size);
     let blocks_count_limit = config.grid_blocks_limit(Layout::new(config).data_file_size_min());
     let free_set_word_count = round_up(blocks_count_limit, FREE_SET_SHARD_BITS) / 64;
     let free_set_size_max = ewah::encode_size_max(free_set_word_count as usize) as u64;
-    let free_set_trailer_blocks = div_ceil(free_set_size_max, chunk_size_max);
+    let free_set_trailer_blocks = trailer::block_count(free_set_size_max, config.block_size);
     let client_sessions_size = config.clients_max * CLIENT_SESSION_ENTRY_SIZE;
-    let client_sessions_trailer_blocks = div_ceil(client_sessions_size, chunk_size_max);
+    let client_sessions_trailer_blocks =
+        trailer::block_count(client_sessions_size, config.block_size);
     config.grid_iops_read_max
         + config.grid_iops_write_max
         + 2 * free_set_trailer_blocks
