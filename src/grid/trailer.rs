@@ -17,7 +17,9 @@
 //!   naming the block; a trailer is served whole and intact or not at all.
 //!
 //! Both are sans-IO: they return requests and take completions; [`write`] and [`read`] are
-//! blocking drivers over any [`Storage`].
+//! blocking drivers over any [`Storage`]. Each allocates its list of block addresses when made
+//! (bounded by the trailer's size, and a reader's by the caller's `size_bytes_max`): trailers are
+//! written at checkpoints and read at open, never on the hot path.
 
 use thiserror::Error;
 
@@ -168,9 +170,11 @@ impl TrailerReference {
         block_count(self.size_bytes, block_size)
     }
 
-    fn validate(&self) -> Result<(), TrailerFault> {
+    fn validate(&self, size_bytes_max: u64) -> Result<(), TrailerFault> {
         let address = self.last_block_address;
-        let reason = if self.size_bytes == 0 {
+        let reason = if self.size_bytes > size_bytes_max {
+            "the size exceeds the largest trailer of this kind the configuration allows"
+        } else if self.size_bytes == 0 {
             if *self == TrailerReference::EMPTY {
                 return Ok(());
             }
@@ -434,17 +438,21 @@ pub struct TrailerReader {
 }
 
 impl TrailerReader {
-    /// A reader of the trailer `reference` names (refused if the reference is inconsistent).
-    /// An empty trailer is done at once.
+    /// A reader of the trailer `reference` names, refused if the reference is inconsistent or
+    /// larger than `size_bytes_max` (the largest this trailer can be under the configuration,
+    /// which also bounds the caller's target). An empty trailer is done at once.
     pub fn new(
         kind: TrailerKind,
         reference: TrailerReference,
         block_size: u64,
+        size_bytes_max: u64,
     ) -> Result<TrailerReader, TrailerError> {
-        reference.validate().map_err(|fault| TrailerError {
-            trailer: kind,
-            fault,
-        })?;
+        reference
+            .validate(size_bytes_max)
+            .map_err(|fault| TrailerError {
+                trailer: kind,
+                fault,
+            })?;
         let block_count = reference.block_count(block_size);
         let next = (block_count > 0).then(|| {
             let last = BlockReference {
@@ -616,16 +624,18 @@ pub fn write(
 ) -> (Vec<AlignedBuf>, Result<TrailerReference, TrailerError>) {
     assert!(!buffers.is_empty() || !writer.has_next_block());
     let mut in_flight = 0;
-    let mut failure = None;
+    let mut failure: Option<TrailerError> = None;
     loop {
-        let mut requests = Vec::new();
-        while failure.is_none() && writer.has_next_block() && !buffers.is_empty() {
-            let address = writer.addresses()[writer.blocks_sealed as usize];
-            let buffer = buffers.pop().unwrap();
-            requests.push(writer.next_request(address, bytes, buffer));
-        }
-        in_flight += requests.len();
-        storage.submit_batch(requests);
+        let buffers_before = buffers.len();
+        storage.submit_batch(std::iter::from_fn(|| {
+            if failure.is_some() || !writer.has_next_block() {
+                return None;
+            }
+            let buffer = buffers.pop()?;
+            let address = writer.addresses[writer.blocks_sealed as usize];
+            Some(writer.next_request(address, bytes, buffer))
+        }));
+        in_flight += buffers_before - buffers.len();
         if in_flight == 0 {
             break;
         }
@@ -682,11 +692,14 @@ mod tests {
 
     #[test]
     fn references_are_checked_before_any_read() {
-        assert!(
-            TrailerReader::new(TrailerKind::ClientSessions, TrailerReference::EMPTY, 4096)
-                .unwrap()
-                .is_done()
-        );
+        assert!(TrailerReader::new(
+            TrailerKind::ClientSessions,
+            TrailerReference::EMPTY,
+            4096,
+            0
+        )
+        .unwrap()
+        .is_done());
         for reference in [
             TrailerReference {
                 last_block_address: 3,
@@ -700,9 +713,14 @@ mod tests {
                 size_bytes: 10,
                 ..TrailerReference::EMPTY
             },
+            TrailerReference {
+                last_block_address: 3,
+                size_bytes: 1001,
+                ..TrailerReference::EMPTY
+            },
         ] {
-            let error =
-                TrailerReader::new(TrailerKind::FreeSetAcquired, reference, 4096).unwrap_err();
+            let error = TrailerReader::new(TrailerKind::FreeSetAcquired, reference, 4096, 1000)
+                .unwrap_err();
             assert!(matches!(error.fault, TrailerFault::ReferenceInvalid { .. }));
             assert_eq!(error.address(), reference.last_block_address);
         }
