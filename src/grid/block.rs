@@ -47,16 +47,12 @@ const _: () = assert!(offset::METADATA + BLOCK_METADATA_SIZE == offset::ADDRESS)
 const _: () = assert!(offset::RESERVED + 15 == HEADER_SIZE as usize);
 const _: () = assert!(SECTOR_SIZE % HEADER_SIZE == 0);
 
-/// Frame bytes that must be zero in a block: checksum paddings, nonce, epoch, view, replica and
-/// reserved_frame (the frame is drawn in `docs/data_file.md`), and the block's own reserved tail.
-const ZERO_RANGES: [(&str, std::ops::Range<usize>); 8] = [
-    ("checksum_padding", 4..32),
-    ("checksum_body_padding", 36..64),
-    ("nonce_reserved", 64..80),
+/// Bytes that must be zero in a block besides the frame's own (`header::FRAME_ZERO_RANGES`):
+/// epoch, view and replica (a block belongs to no view or replica), and the block's reserved tail.
+const BLOCK_ZERO_RANGES: [(&str, std::ops::Range<usize>); 4] = [
     ("epoch", 100..104),
     ("view", 104..108),
     ("replica", 115..116),
-    ("reserved_frame", 116..128),
     ("block_reserved", offset::RESERVED..HEADER_BYTES),
 ];
 
@@ -427,7 +423,8 @@ fn validate_fields(header: &Header) -> Result<(), &'static str> {
     if BlockType::from_u8(header.u8_at(offset::BLOCK_TYPE)).is_none() {
         return Err("block_type is reserved (0) or unknown");
     }
-    for (field, range) in ZERO_RANGES {
+    let zero_ranges = crate::header::FRAME_ZERO_RANGES.into_iter().chain(BLOCK_ZERO_RANGES);
+    for (field, range) in zero_ranges {
         if !header.is_zero(range) {
             return Err(field);
         }

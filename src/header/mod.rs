@@ -43,7 +43,7 @@ pub mod offset {
 }
 
 /// Frame byte ranges that must be zero: checksum paddings, the AEAD nonce, reserved_frame.
-const FRAME_ZERO_RANGES: [(&str, std::ops::Range<usize>); 4] = [
+pub(crate) const FRAME_ZERO_RANGES: [(&str, std::ops::Range<usize>); 4] = [
     ("checksum_padding", 4..32),
     ("checksum_body_padding", 36..64),
     ("nonce_reserved", 64..80),
