@@ -423,7 +423,9 @@ fn validate_fields(header: &Header) -> Result<(), &'static str> {
     if BlockType::from_u8(header.u8_at(offset::BLOCK_TYPE)).is_none() {
         return Err("block_type is reserved (0) or unknown");
     }
-    let zero_ranges = crate::header::FRAME_ZERO_RANGES.into_iter().chain(BLOCK_ZERO_RANGES);
+    let zero_ranges = crate::header::FRAME_ZERO_RANGES
+        .into_iter()
+        .chain(BLOCK_ZERO_RANGES);
     for (field, range) in zero_ranges {
         if !header.is_zero(range) {
             return Err(field);
