@@ -1,6 +1,6 @@
 //! fio as the reference: builds the job that mirrors one pinion workload (same file, same region,
 //! same block size, queue depth and durability), runs it, and reads writes/s and latency
-//! percentiles from its JSON output.
+//! percentiles — or, for a read of a whole region, its elapsed time — from its JSON output.
 //!
 //! Durability: `dsync` ↔ `--sync=dsync` (the file opened O_DSYNC, like pinion's `dsync`);
 //! `barrier` ↔ `--fdatasync=1` (an fdatasync queued after every write). The two are not the
@@ -31,17 +31,32 @@ impl Engine {
     }
 }
 
-/// One fio run: sequential writes over `size_bytes` from `offset_bytes` of an existing file,
-/// wrapping around, for `seconds`.
+/// What a job does over its region.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Access {
+    /// Sequential durable writes (`--rw=write`), wrapping around the region for `seconds`
+    /// (`--time_based`). With `skip_bytes > 0`, each write is followed by a hole of that many
+    /// bytes (`--rw=write:<skip>`): sequential writes with holes, e.g. one per WAL slot.
+    Write {
+        durability: Durability,
+        seconds: f64,
+        skip_bytes: u64,
+    },
+    /// The whole region read once, sequentially (`--rw=read`, no time limit).
+    ReadOnce,
+}
+
+/// One fio run over `size_bytes` from `offset_bytes` of an existing file.
 #[derive(Clone, Copy, Debug)]
 pub struct Job<'a> {
+    /// fio's `--name` (it names nothing on disk: the file is `path`).
+    pub name: &'a str,
     pub path: &'a Path,
     pub offset_bytes: u64,
     pub size_bytes: u64,
     pub block_size_bytes: u64,
     pub queue_depth: usize,
-    pub durability: Durability,
-    pub seconds: f64,
+    pub access: Access,
     pub engine: Engine,
     /// Pin fio to this CPU (`--cpus_allowed`), as pinion's io actor is pinned.
     pub core: Option<usize>,
@@ -50,28 +65,42 @@ pub struct Job<'a> {
 impl Job<'_> {
     /// The arguments after `fio`, in the order the command line shows them.
     pub fn arguments(&self) -> Vec<String> {
-        assert!(self.seconds > 0.0);
         assert!(self.size_bytes >= self.block_size_bytes * self.queue_depth as u64);
+        let rw = match self.access {
+            Access::Write { skip_bytes: 0, .. } => "--rw=write".to_string(),
+            Access::Write { skip_bytes, .. } => format!("--rw=write:{skip_bytes}"),
+            Access::ReadOnce => "--rw=read".to_string(),
+        };
         let mut arguments = vec![
-            "--name=pinion-io-vs-fio".to_string(),
+            format!("--name={}", self.name),
             format!("--filename={}", self.path.display()),
             // The file is pinion's: never create, extend or lay it out.
             "--allow_file_create=0".to_string(),
             format!("--offset={}", self.offset_bytes),
             format!("--size={}", self.size_bytes),
-            "--rw=write".to_string(),
+            rw,
             format!("--bs={}", self.block_size_bytes),
             format!("--iodepth={}", self.queue_depth),
             "--direct=1".to_string(),
             format!("--ioengine={}", self.engine.name()),
-            match self.durability {
-                Durability::Dsync => "--sync=dsync".to_string(),
-                Durability::Barrier => "--fdatasync=1".to_string(),
-            },
-            "--time_based".to_string(),
-            format!("--runtime={}", runtime(self.seconds)),
-            "--output-format=json".to_string(),
         ];
+        if let Access::Write {
+            durability,
+            seconds,
+            ..
+        } = self.access
+        {
+            assert!(seconds > 0.0);
+            arguments.extend([
+                match durability {
+                    Durability::Dsync => "--sync=dsync".to_string(),
+                    Durability::Barrier => "--fdatasync=1".to_string(),
+                },
+                "--time_based".to_string(),
+                format!("--runtime={}", runtime(seconds)),
+            ]);
+        }
+        arguments.push("--output-format=json".to_string());
         if let Some(core) = self.core {
             arguments.push(format!("--cpus_allowed={core}"));
         }
@@ -92,7 +121,35 @@ impl Job<'_> {
         line
     }
 
+    /// Runs a write job and reads its writes/s and latencies.
     pub fn run(&self) -> Result<Sample, String> {
+        let Access::Write { durability, .. } = self.access else {
+            panic!("Job::run is for write jobs; reads use Job::run_read");
+        };
+        let stdout = self.output()?;
+        parse(&stdout, durability)
+            .map_err(|error| format!("{error}\ncommand: {}", self.command_line()))
+    }
+
+    /// Runs a `ReadOnce` job and reads how long the region took.
+    pub fn run_read(&self) -> Result<ReadSample, String> {
+        assert_eq!(self.access, Access::ReadOnce, "Job::run_read is for reads");
+        let stdout = self.output()?;
+        let sample = parse_read(&stdout)
+            .map_err(|error| format!("{error}\ncommand: {}", self.command_line()))?;
+        if sample.bytes != self.size_bytes {
+            return Err(format!(
+                "fio read {} bytes, not the {} asked for\ncommand: {}",
+                sample.bytes,
+                self.size_bytes,
+                self.command_line()
+            ));
+        }
+        Ok(sample)
+    }
+
+    /// fio's standard output, or why it failed.
+    fn output(&self) -> Result<String, String> {
         let output = Command::new("fio")
             .args(self.arguments())
             .output()
@@ -106,8 +163,7 @@ impl Job<'_> {
                 self.command_line()
             ));
         }
-        parse(&stdout, self.durability)
-            .map_err(|error| format!("{error}\ncommand: {}", self.command_line()))
+        Ok(stdout.into_owned())
     }
 }
 
@@ -136,18 +192,58 @@ pub fn version() -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Reads the one job of fio's JSON output (fio may print warnings before the JSON).
-pub fn parse(output: &str, durability: Durability) -> Result<Sample, String> {
+/// The one job of fio's JSON output (fio may print warnings before the JSON), if it succeeded.
+fn job(output: &str) -> Result<Value, String> {
     let start = output
         .find('{')
         .ok_or_else(|| format!("no JSON in fio's output: {}", output.trim()))?;
-    let root: Value = serde_json::from_str(&output[start..])
+    let mut root: Value = serde_json::from_str(&output[start..])
         .map_err(|error| format!("cannot parse fio's JSON output: {error}"))?;
-    let job = &root["jobs"][0];
+    let job = root["jobs"][0].take();
     let error = job["error"].as_i64().unwrap_or(0);
     if error != 0 {
         return Err(format!("fio reported error {error} for its job"));
     }
+    Ok(job)
+}
+
+/// What a `ReadOnce` job measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadSample {
+    pub bytes: u64,
+    pub reads_count: u64,
+    /// fio's own runtime of the job (whole milliseconds; its setup is not included).
+    pub elapsed_ms: f64,
+    /// Completion latency percentiles of one read (µs).
+    pub latency_us_p50: f64,
+    pub latency_us_p99: f64,
+}
+
+/// Reads a read job's bytes, runtime and latencies from fio's JSON output.
+pub fn parse_read(output: &str) -> Result<ReadSample, String> {
+    let job = job(output)?;
+    let read = &job["read"];
+    let reads_count = number(read, "total_ios")? as u64;
+    if reads_count == 0 {
+        return Err("fio completed no reads".to_string());
+    }
+    let elapsed_ms = number(read, "runtime")?;
+    if elapsed_ms <= 0.0 {
+        return Err("fio reported a zero runtime".to_string());
+    }
+    let clat = &read["clat_ns"];
+    Ok(ReadSample {
+        bytes: number(read, "io_bytes")? as u64,
+        reads_count,
+        elapsed_ms,
+        latency_us_p50: percentile_us(clat, "50")?,
+        latency_us_p99: percentile_us(clat, "99")?,
+    })
+}
+
+/// Reads the one job of fio's JSON output (fio may print warnings before the JSON).
+pub fn parse(output: &str, durability: Durability) -> Result<Sample, String> {
+    let job = job(output)?;
     let write = &job["write"];
     let writes_count = number(write, "total_ios")? as u64;
     if writes_count == 0 {
@@ -250,19 +346,57 @@ mod tests {
             .contains("no writes"));
     }
 
+    /// The shape of fio 3.33's JSON for one read job, cut down to what `parse_read` reads.
+    const READ_OUTPUT: &str = r#"{
+  "jobs" : [
+    {
+      "jobname" : "pinion-journal-vs-fio",
+      "error" : 0,
+      "read" : {
+        "io_bytes" : 1073741824,
+        "total_ios" : 1024,
+        "runtime" : 412,
+        "clat_ns" : {
+          "N" : 1024,
+          "percentile" : { "50.000000" : 3194880, "99.000000" : 5144576 }
+        }
+      }
+    }
+  ]
+}"#;
+
     #[test]
-    fn jobs_mirror_the_workload_and_durability() {
-        let job = Job {
+    fn parse_read_reads_bytes_runtime_and_latencies() {
+        let sample = parse_read(READ_OUTPUT).unwrap();
+        assert_eq!(sample.bytes, 1 << 30);
+        assert_eq!(sample.reads_count, 1024);
+        assert_eq!(sample.elapsed_ms, 412.0);
+        assert_eq!(sample.latency_us_p50, 3194.88);
+        let idle = READ_OUTPUT.replace("\"total_ios\" : 1024", "\"total_ios\" : 0");
+        assert!(parse_read(&idle).unwrap_err().contains("no reads"));
+    }
+
+    fn barrier_job() -> Job<'static> {
+        Job {
+            name: "pinion-io-vs-fio",
             path: Path::new("/data/pinion file"),
             offset_bytes: 4 << 20,
             size_bytes: 256 << 20,
             block_size_bytes: 4096,
             queue_depth: 16,
-            durability: Durability::Barrier,
-            seconds: 3.0,
+            access: Access::Write {
+                durability: Durability::Barrier,
+                seconds: 3.0,
+                skip_bytes: 0,
+            },
             engine: Engine::IoUring,
             core: None,
-        };
+        }
+    }
+
+    #[test]
+    fn jobs_mirror_the_workload_and_durability() {
+        let job = barrier_job();
         assert_eq!(
             job.command_line(),
             "fio --name=pinion-io-vs-fio '--filename=/data/pinion file' --allow_file_create=0 \
@@ -270,8 +404,11 @@ mod tests {
              --ioengine=io_uring --fdatasync=1 --time_based --runtime=3 --output-format=json"
         );
         let dsync = Job {
-            durability: Durability::Dsync,
-            seconds: 1.5,
+            access: Access::Write {
+                durability: Durability::Dsync,
+                seconds: 1.5,
+                skip_bytes: 0,
+            },
             core: Some(1),
             ..job
         };
@@ -279,5 +416,33 @@ mod tests {
         assert!(arguments.contains(&"--sync=dsync".to_string()));
         assert!(arguments.contains(&"--runtime=1500ms".to_string()));
         assert!(arguments.contains(&"--cpus_allowed=1".to_string()));
+    }
+
+    #[test]
+    fn strided_writes_and_whole_region_reads_have_their_own_options() {
+        let strided = Job {
+            access: Access::Write {
+                durability: Durability::Dsync,
+                seconds: 3.0,
+                skip_bytes: (1 << 20) - 4096,
+            },
+            ..barrier_job()
+        };
+        assert!(strided
+            .arguments()
+            .contains(&"--rw=write:1044480".to_string()));
+        let read = Job {
+            name: "pinion-journal-vs-fio",
+            block_size_bytes: 1 << 20,
+            queue_depth: 8,
+            access: Access::ReadOnce,
+            ..barrier_job()
+        };
+        assert_eq!(
+            read.command_line(),
+            "fio --name=pinion-journal-vs-fio '--filename=/data/pinion file' \
+             --allow_file_create=0 --offset=4194304 --size=268435456 --rw=read --bs=1048576 \
+             --iodepth=8 --direct=1 --ioengine=io_uring --output-format=json"
+        );
     }
 }

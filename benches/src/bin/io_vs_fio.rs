@@ -293,13 +293,17 @@ fn run_pinion(bench: &Bench, durability: Durability, workload: Workload) -> Resu
 
 fn fio_job<'a>(bench: &Bench<'a>, durability: Durability, workload: Workload) -> fio::Job<'a> {
     fio::Job {
+        name: "pinion-io-vs-fio",
         path: bench.path,
         offset_bytes: bench.region_offset_bytes,
         size_bytes: bench.region.size_bytes,
         block_size_bytes: workload.write_size_bytes,
         queue_depth: workload.queue_depth,
-        durability,
-        seconds: bench.seconds,
+        access: fio::Access::Write {
+            durability,
+            seconds: bench.seconds,
+            skip_bytes: 0,
+        },
         engine: bench.engine,
         core: bench.core,
     }
