@@ -147,7 +147,8 @@ pub fn grouped(value: f64) -> String {
     out
 }
 
-fn latencies(p50: f64, p99: f64) -> String {
+/// "p50 / p99", grouped by thousands.
+pub fn latencies(p50: f64, p99: f64) -> String {
     format!("{} / {}", grouped(p50), grouped(p99))
 }
 
@@ -199,12 +200,24 @@ const HEADINGS: [&str; 9] = [
 
 /// A fixed-width table for the terminal.
 pub fn plain_table(rows: &[Row]) -> String {
-    let body: Vec<[String; 9]> = rows.iter().map(cells).collect();
-    let widths: Vec<usize> = (0..HEADINGS.len())
+    let body: Vec<Vec<String>> = rows.iter().map(|row| cells(row).to_vec()).collect();
+    plain(&HEADINGS, &body)
+}
+
+/// The same table in markdown, for docs/benchmarks.md.
+pub fn markdown_table(rows: &[Row]) -> String {
+    let body: Vec<Vec<String>> = rows.iter().map(|row| cells(row).to_vec()).collect();
+    markdown(&HEADINGS, &body)
+}
+
+/// Any table for the terminal: columns padded to their widest cell, two spaces apart.
+pub fn plain(headings: &[&str], body: &[Vec<String>]) -> String {
+    assert!(body.iter().all(|cells| cells.len() == headings.len()));
+    let widths: Vec<usize> = (0..headings.len())
         .map(|column| {
             body.iter()
                 .map(|cells| cells[column].chars().count())
-                .chain([HEADINGS[column].chars().count()])
+                .chain([headings[column].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
@@ -217,18 +230,19 @@ pub fn plain_table(rows: &[Row]) -> String {
             .collect();
         padded.join("  ").trim_end().to_string() + "\n"
     };
-    let mut table = line(HEADINGS.to_vec());
-    for cells in &body {
+    let mut table = line(headings.to_vec());
+    for cells in body {
         table += &line(cells.iter().map(String::as_str).collect());
     }
     table
 }
 
-/// The same table in markdown, for docs/benchmarks.md.
-pub fn markdown_table(rows: &[Row]) -> String {
-    let mut table = format!("| {} |\n", HEADINGS.join(" | "));
-    table += &format!("|{}\n", "---|".repeat(HEADINGS.len()));
-    for cells in rows.iter().map(cells) {
+/// Any table in markdown.
+pub fn markdown(headings: &[&str], body: &[Vec<String>]) -> String {
+    assert!(body.iter().all(|cells| cells.len() == headings.len()));
+    let mut table = format!("| {} |\n", headings.join(" | "));
+    table += &format!("|{}\n", "---|".repeat(headings.len()));
+    for cells in body {
         table += &format!("| {} |\n", cells.join(" | "));
     }
     table
