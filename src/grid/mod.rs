@@ -9,12 +9,22 @@
 //! Also owns the block format (`block`: sealing, and validation against the checksum the parent
 //! stored and the address read — corruption is refused, never served), the block buffers
 //! (`pool`: allocated once, reference-counted, swapped by value) and checkpoint trailers
-//! (`trailer`: byte strings as backward-linked chains of blocks).
+//! (`trailer`: byte strings as backward-linked chains of blocks). The component itself is
+//! [`Grid`] (`paths`: the read and write paths; `checkpoint`: the grid's checkpoint and open;
+//! `driver`: blocking drivers for tests and tools).
 
 mod bitset;
 pub mod block;
 pub mod cache;
+pub mod checkpoint;
+pub mod driver;
 pub mod ewah;
 pub mod free_set;
+pub mod paths;
 pub mod pool;
 pub mod trailer;
+
+pub use checkpoint::{CheckpointError, GridCheckpoint, OpenError};
+pub use paths::{
+    CreateStart, Event, Grid, ReadDone, ReadOptions, ReadStart, Status, StorageLimitError, Written,
+};

@@ -1,0 +1,408 @@
+//! The grid's part of a checkpoint (ref §4.5, §4.6, single node), and opening the grid from one.
+//!
+//! **Checkpoint** ([`Grid::checkpoint`]), once every other component has acquired its blocks:
+//! 1. encode both free-set bitsets (acquired, released) — the previous checkpoint must be
+//!    durable, and no reservation active;
+//! 2. only then acquire the blocks of the two trailers that hold those encodings (the free-set
+//!    trailer paradox: acquiring them first would change what is encoded), so they are absent
+//!    from the encoding;
+//! 3. seal every trailer block and write it through the write path (`create_block`'s queue and
+//!    IOPs, write-through to the cache);
+//! 4. when all are durable, report a [`GridCheckpoint`]: both trailer references and the storage
+//!    size (`data_file_size_min + highest acquired address × block_size`), which the caller
+//!    records in the new `CheckpointState` ([`GridCheckpoint::apply`]) with `superblock::update`;
+//! 5. once the superblock names it, [`Grid::mark_checkpoint_not_durable`]: the free set's
+//!    checkpoint becomes not durable, *then* the trailer blocks just written are released, so
+//!    they are freed one checkpoint later;
+//! 6. later [`Grid::checkpoint_durable`] frees the blocks released before the checkpoint.
+//!
+//! Between steps 1 and 5 nothing may reserve, release or create blocks (asserted): the
+//! checkpoint's encoding would no longer describe the free set.
+//!
+//! **Open** ([`Grid::open`]) reads both free-set trailers the checkpoint state names, decodes the
+//! bitsets, and patches the trailers' own blocks back in as acquired and released (to be freed
+//! one checkpoint later), which restores exactly the free set step 5 left. It then checks the
+//! recorded storage size against the highest acquired address.
+
+use thiserror::Error;
+
+use super::free_set::FreeSetDecodeError;
+use super::paths::{Event, Grid, Purpose, Status, StorageLimitError, WriteOwner};
+use super::trailer::{
+    self, TrailerError, TrailerKind, TrailerReader, TrailerReference, TrailerWriter,
+};
+use crate::buffer::AlignedBuf;
+use crate::config::Config;
+use crate::header;
+use crate::storage::{IoCompletion, IoFatal};
+use crate::superblock::{CheckpointState, SuperblockError};
+
+/// The free-set trailers, in the order they are encoded, acquired, written and read.
+const FREE_SET_TRAILERS: [TrailerKind; 2] =
+    [TrailerKind::FreeSetAcquired, TrailerKind::FreeSetReleased];
+
+/// What a checkpoint's superblock records for the grid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GridCheckpoint {
+    pub free_set_acquired: TrailerReference,
+    pub free_set_released: TrailerReference,
+    /// The blocks of each trailer, in chain order.
+    pub free_set_acquired_blocks: Vec<u64>,
+    pub free_set_released_blocks: Vec<u64>,
+    /// `data_file_size_min + highest acquired address × block_size`, trailer blocks included.
+    pub storage_size_bytes: u64,
+}
+
+impl GridCheckpoint {
+    /// Records the grid's part in a new checkpoint state: both free-set trailer references and
+    /// the storage size. Every other field is the caller's.
+    pub fn apply(&self, checkpoint: &mut CheckpointState) {
+        TrailerKind::FreeSetAcquired.set_reference(checkpoint, self.free_set_acquired);
+        TrailerKind::FreeSetReleased.set_reference(checkpoint, self.free_set_released);
+        checkpoint.storage_size_bytes = self.storage_size_bytes;
+    }
+
+    /// Every trailer block, both trailers.
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.free_set_acquired_blocks
+            .iter()
+            .chain(&self.free_set_released_blocks)
+            .copied()
+    }
+}
+
+/// Why the grid's checkpoint could not be written.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    #[error("{0}")]
+    StorageLimit(StorageLimitError),
+    #[error(
+        "the free-set trailers need {blocks_needed} block buffers but only {blocks_free} are \
+         free: a block reference is held past its use (a bug), or the stash is too small"
+    )]
+    PoolExhausted {
+        blocks_needed: u64,
+        blocks_free: u64,
+    },
+    #[error("{0}")]
+    Trailer(TrailerError),
+    #[error("{0}")]
+    Superblock(SuperblockError),
+}
+
+/// Why the grid could not be opened from a checkpoint. The data file is corrupt beyond what one
+/// node can repair (or was written with a larger storage limit): refuse to start.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum OpenError {
+    #[error("{0}")]
+    Trailer(TrailerError),
+    #[error("{0}")]
+    FreeSet(FreeSetDecodeError),
+    #[error(
+        "the checkpoint records a storage size of {recorded} bytes, but its free set ends at \
+         {computed}: the superblock and the free set disagree; the data file is corrupt"
+    )]
+    StorageSize { recorded: u64, computed: u64 },
+}
+
+/// Where the grid's checkpoint is.
+#[derive(Debug)]
+pub(super) enum CheckpointPhase {
+    Idle,
+    /// The trailer blocks are being written.
+    Writing(Box<TrailerWrites>),
+    /// The trailers are durable; the superblock is to name them.
+    Written(Box<GridCheckpoint>),
+}
+
+impl CheckpointPhase {
+    pub(super) fn assert_idle(&self, operation: &str) {
+        assert!(
+            matches!(self, CheckpointPhase::Idle),
+            "{operation} while a grid checkpoint is in progress (before \
+             mark_checkpoint_not_durable)"
+        );
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct TrailerWrites {
+    writers: [TrailerWriter; 2],
+    storage_size_bytes: u64,
+    failure: Option<TrailerError>,
+}
+
+/// The open in progress: both trailers are read, one block at a time, acquired first.
+#[derive(Debug)]
+pub(super) struct Opening {
+    readers: [TrailerReader; 2],
+    /// The trailer being read.
+    index: usize,
+    storage_size_bytes: u64,
+}
+
+impl Grid {
+    /// A grid for `config` and `cluster`, opening the checkpoint `checkpoint` (for a freshly
+    /// formatted data file, the root checkpoint: empty trailers, no I/O). Take its requests;
+    /// an [`Event::Opened`] follows (at once without I/O). Allocates everything the grid uses.
+    pub fn open(config: &Config, cluster: u128, checkpoint: &CheckpointState) -> Grid {
+        let mut grid = Grid::allocate(config, cluster);
+        let size_bytes_max = grid.free_set.encode_size_max() as u64;
+        let readers = FREE_SET_TRAILERS.map(|kind| {
+            TrailerReader::new(
+                kind,
+                kind.reference(checkpoint),
+                grid.block_size,
+                size_bytes_max,
+            )
+        });
+        let readers = match readers {
+            [Ok(acquired), Ok(released)] => [acquired, released],
+            [Err(error), _] | [_, Err(error)] => {
+                grid.open_fail(OpenError::Trailer(error));
+                return grid;
+            }
+        };
+        grid.opening = Some(Box::new(Opening {
+            readers,
+            index: 0,
+            storage_size_bytes: checkpoint.storage_size_bytes,
+        }));
+        grid.open_next();
+        grid
+    }
+
+    /// Queues the next trailer block read, or finishes the open.
+    fn open_next(&mut self) {
+        let opening = self.opening.as_mut().expect("the grid is opening");
+        while opening.index < FREE_SET_TRAILERS.len() {
+            let reader = &opening.readers[opening.index];
+            if reader.next_block().is_some() {
+                let tag = Purpose::OpenTrailer.tag(opening.index as u64);
+                let buffer = self
+                    .trailer_buffer
+                    .take()
+                    .expect("one trailer read at a time");
+                let request = reader.read_request(tag, buffer);
+                self.queue(request);
+                return;
+            }
+            assert!(reader.is_done());
+            opening.index += 1;
+        }
+        self.open_finish();
+    }
+
+    pub(super) fn on_open_completion(&mut self, index: usize, completion: IoCompletion) {
+        assert_eq!(self.status, Status::Opening);
+        let opening = self.opening.as_mut().expect("the grid is opening");
+        assert_eq!(index, opening.index, "completion of another trailer's read");
+        let target = &mut self.encoded[index];
+        let (buffer, result) = opening.readers[index].on_completion(completion, target);
+        self.trailer_buffer = Some(buffer);
+        match result {
+            Ok(_) => self.open_next(),
+            Err(error) => self.open_fail(OpenError::Trailer(error)),
+        }
+    }
+
+    /// Both trailers are read: decode, patch in the trailer blocks, check the storage size.
+    fn open_finish(&mut self) {
+        let opening = self.opening.take().expect("the grid is opening");
+        let [acquired, released] = &opening.readers;
+        let encoded_acquired = &self.encoded[0][..acquired.size_bytes() as usize];
+        let encoded_released = &self.encoded[1][..released.size_bytes() as usize];
+        let decoded = self
+            .free_set
+            .decode(&[encoded_acquired], &[encoded_released])
+            .and_then(|()| {
+                self.free_set
+                    .mark_trailer_blocks_released(acquired.addresses())
+            })
+            .and_then(|()| {
+                self.free_set
+                    .mark_trailer_blocks_released(released.addresses())
+            });
+        if let Err(error) = decoded {
+            return self.open_fail(OpenError::FreeSet(error));
+        }
+        let computed = self.storage_size_bytes();
+        if computed != opening.storage_size_bytes {
+            return self.open_fail(OpenError::StorageSize {
+                recorded: opening.storage_size_bytes,
+                computed,
+            });
+        }
+        self.free_set.verify();
+        self.status = Status::Open;
+        self.push_event(Event::Opened(Ok(())));
+    }
+
+    fn open_fail(&mut self, error: OpenError) {
+        self.opening = None;
+        self.status = Status::OpenFailed;
+        self.push_event(Event::Opened(Err(error)));
+    }
+
+    /// `data_file_size_min` plus every block up to the highest acquired address.
+    fn storage_size_bytes(&self) -> u64 {
+        let blocks = self.free_set.highest_address_acquired().unwrap_or(0);
+        self.data_file_size_min + blocks * self.block_size
+    }
+
+    /// Starts the grid's checkpoint (module documentation, steps 1–3). An
+    /// [`Event::Checkpointed`] follows once every trailer block is durable (at once if both
+    /// trailers are empty). On `Err` nothing changed.
+    pub fn checkpoint(&mut self) -> Result<(), CheckpointError> {
+        self.assert_open();
+        self.checkpoint.assert_idle("checkpoint");
+        assert!(
+            self.free_set.checkpoint_durable(),
+            "grid checkpoint before the previous checkpoint is durable"
+        );
+        assert_eq!(
+            self.free_set.count_reservations(),
+            0,
+            "grid checkpoint with a reservation active"
+        );
+        let [acquired, released] = &mut self.encoded;
+        let sizes = [
+            self.free_set.encode_acquired(acquired),
+            self.free_set.encode_released(released),
+        ];
+        let block_counts = sizes.map(|size| trailer::block_count(size as u64, self.block_size));
+        let blocks_needed = block_counts.iter().sum::<u64>();
+        let blocks_free = self.pool.count_free();
+        if blocks_free < blocks_needed {
+            return Err(CheckpointError::PoolExhausted {
+                blocks_needed,
+                blocks_free,
+            });
+        }
+        let addresses = self.acquire_trailer_blocks(block_counts)?;
+        let storage_size_bytes = self.storage_size_bytes();
+        let mut writers = [0, 1].map(|index| {
+            TrailerWriter::new(
+                FREE_SET_TRAILERS[index],
+                self.cluster,
+                header::RELEASE,
+                self.block_size,
+                &self.encoded[index][..sizes[index]],
+                &addresses[index],
+            )
+        });
+        for (index, writer) in writers.iter_mut().enumerate() {
+            while writer.has_next_block() {
+                let buffer = self
+                    .trailer_buffer
+                    .take()
+                    .expect("the trailer buffer is free");
+                let request = writer.next_request(0, &self.encoded[index][..sizes[index]], buffer);
+                let owner = WriteOwner::Trailer { index };
+                let fresh = self
+                    .write_enqueue(owner, request.buffer)
+                    .unwrap_or_else(|_| unreachable!("the pool was checked for every block"));
+                self.trailer_buffer = Some(fresh);
+            }
+        }
+        self.checkpoint = CheckpointPhase::Writing(Box::new(TrailerWrites {
+            writers,
+            storage_size_bytes,
+            failure: None,
+        }));
+        self.checkpoint_written_maybe();
+        Ok(())
+    }
+
+    /// Acquires the blocks of both trailers from one reservation: ascending addresses, the
+    /// acquired trailer's first.
+    fn acquire_trailer_blocks(
+        &mut self,
+        block_counts: [u64; 2],
+    ) -> Result<[Vec<u64>; 2], CheckpointError> {
+        let block_count = block_counts[0] + block_counts[1];
+        if block_count == 0 {
+            return Ok([Vec::new(), Vec::new()]);
+        }
+        let reservation = self.free_set.reserve(block_count).ok_or_else(|| {
+            CheckpointError::StorageLimit(StorageLimitError {
+                block_count,
+                blocks_count_limit: self.free_set.blocks_count_limit(),
+            })
+        })?;
+        let mut addresses = block_counts.map(|count| Vec::with_capacity(count as usize));
+        for (index, count) in block_counts.into_iter().enumerate() {
+            for _ in 0..count {
+                let address = self
+                    .free_set
+                    .acquire(&reservation)
+                    .expect("a reservation holds the blocks it was made for");
+                addresses[index].push(address);
+            }
+        }
+        self.free_set.forfeit(reservation);
+        Ok(addresses)
+    }
+
+    /// A trailer block's write completed: hands it to its trailer writer.
+    pub(super) fn on_trailer_written(
+        &mut self,
+        index: usize,
+        completion: IoCompletion,
+    ) -> (AlignedBuf, Result<(), IoFatal>) {
+        let CheckpointPhase::Writing(writes) = &mut self.checkpoint else {
+            panic!("a trailer block written outside a checkpoint");
+        };
+        let io_result = completion.result.clone();
+        let (buffer, result) = writes.writers[index].on_completion(completion);
+        if let Err(error) = result {
+            writes.failure.get_or_insert(error);
+        }
+        (buffer, io_result)
+    }
+
+    /// Reports the checkpoint once every trailer block is durable.
+    pub(super) fn checkpoint_written_maybe(&mut self) {
+        let CheckpointPhase::Writing(writes) = &self.checkpoint else {
+            return;
+        };
+        if !writes.writers.iter().all(TrailerWriter::is_done) {
+            return;
+        }
+        let CheckpointPhase::Writing(writes) =
+            std::mem::replace(&mut self.checkpoint, CheckpointPhase::Idle)
+        else {
+            unreachable!();
+        };
+        if let Some(error) = writes.failure {
+            // A write error is fatal for the process; the trailer blocks stay acquired until a
+            // restart from the previous checkpoint (whose free set does not hold them).
+            self.push_event(Event::Checkpointed(Err(CheckpointError::Trailer(error))));
+            return;
+        }
+        let [acquired, released] = &writes.writers;
+        let checkpoint = GridCheckpoint {
+            free_set_acquired: acquired.reference(),
+            free_set_released: released.reference(),
+            free_set_acquired_blocks: acquired.addresses().to_vec(),
+            free_set_released_blocks: released.addresses().to_vec(),
+            storage_size_bytes: writes.storage_size_bytes,
+        };
+        self.checkpoint = CheckpointPhase::Written(Box::new(checkpoint.clone()));
+        self.push_event(Event::Checkpointed(Ok(Box::new(checkpoint))));
+    }
+
+    /// The superblock now names the checkpoint this grid wrote (module documentation, step 5):
+    /// the free set's checkpoint becomes not durable, then the trailer blocks are released.
+    pub fn mark_checkpoint_not_durable(&mut self) {
+        self.assert_open();
+        let phase = std::mem::replace(&mut self.checkpoint, CheckpointPhase::Idle);
+        let CheckpointPhase::Written(checkpoint) = phase else {
+            panic!("mark_checkpoint_not_durable without a written grid checkpoint");
+        };
+        self.free_set.mark_checkpoint_not_durable();
+        for address in checkpoint.blocks() {
+            self.release(address);
+        }
+    }
+}
