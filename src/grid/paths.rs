@@ -172,7 +172,7 @@ impl StorageLimitError {
 pub(super) enum Purpose {
     /// A read IOP's read; the index is the IOP.
     Read = 1,
-    /// A block write; the index is the write slot.
+    /// A block write; the index is the write IOP.
     Write = 2,
     /// A free-set trailer block read at open; the index is the trailer (0 acquired, 1 released).
     OpenTrailer = 3,
@@ -244,7 +244,6 @@ struct Write {
     checksum: Checksum,
     /// The pool block holding the bytes (lent to the request while in flight).
     block: BlockRef,
-    in_flight: bool,
     /// Reads of this block that joined the write.
     waiters: Option<Waiters>,
 }
@@ -273,8 +272,8 @@ pub struct Grid {
     writes: Vec<Option<Write>>,
     writes_free: Vec<u32>,
     writes_queued: VecDeque<u32>,
-    writes_in_flight: u64,
-    write_iops_max: u64,
+    /// The write slot each write IOP is writing.
+    write_iops: Vec<Option<u32>>,
     requests: VecDeque<IoRequest>,
     requests_max: usize,
     events: VecDeque<Event>,
@@ -301,7 +300,7 @@ impl std::fmt::Debug for Grid {
             )
             .field("reads_pending", &self.reads_pending.len())
             .field("writes_queued", &self.writes_queued.len())
-            .field("writes_in_flight", &self.writes_in_flight)
+            .field("writes_in_flight", &self.writes_in_flight())
             .field("checkpoint", &self.checkpoint)
             .finish()
     }
@@ -345,8 +344,7 @@ impl Grid {
             writes: (0..writes_max).map(|_| None).collect(),
             writes_free: (0..writes_max as u32).rev().collect(),
             writes_queued: VecDeque::with_capacity(writes_max),
-            writes_in_flight: 0,
-            write_iops_max: config.grid_iops_write_max,
+            write_iops: vec![None; config.grid_iops_write_max as usize],
             requests: VecDeque::with_capacity(requests_max),
             requests_max,
             events: VecDeque::with_capacity(events_max),
@@ -517,13 +515,12 @@ impl Grid {
     /// A chain this read can join: a write of the block first, then a read of it.
     fn chain_of(&self, address: u64, checksum: Checksum) -> Option<ChainAt> {
         let same = |a: u64, c: Checksum| a == address && c == checksum;
-        let write = self.writes.iter().position(|write| {
-            write
-                .as_ref()
-                .is_some_and(|write| same(write.address, write.checksum))
+        let write = self.writes_active().find(|slot| {
+            let write = self.writes[*slot as usize].as_ref().unwrap();
+            same(write.address, write.checksum)
         });
-        if let Some(index) = write {
-            return Some(ChainAt::Write(index));
+        if let Some(slot) = write {
+            return Some(ChainAt::Write(slot as usize));
         }
         let iop = self.read_iops.iter().position(|iop| {
             iop.chain
@@ -708,7 +705,17 @@ impl Grid {
 
     /// Writes queued or in flight.
     pub fn writes_pending(&self) -> usize {
-        self.writes_queued.len() + self.writes_in_flight as usize
+        self.writes_queued.len() + self.writes_in_flight()
+    }
+
+    fn writes_in_flight(&self) -> usize {
+        self.write_iops.iter().flatten().count()
+    }
+
+    /// The slots of every write in flight or queued.
+    fn writes_active(&self) -> impl Iterator<Item = u32> + '_ {
+        let in_flight = self.write_iops.iter().flatten().copied();
+        in_flight.chain(self.writes_queued.iter().copied())
     }
 
     /// Queues the write of a sealed block and starts it if a write IOP is free. Takes a pool
@@ -739,7 +746,6 @@ impl Grid {
             address,
             checksum: header.checksum(),
             block,
-            in_flight: false,
             waiters: None,
         });
         self.writes_queued.push_back(slot);
@@ -748,14 +754,10 @@ impl Grid {
     }
 
     fn assert_not_writing(&self, address: u64) {
-        assert!(
-            !self
-                .writes
-                .iter()
-                .flatten()
-                .any(|write| write.address == address),
-            "block {address} is already being written"
-        );
+        let writing = self
+            .writes_active()
+            .any(|slot| self.writes[slot as usize].as_ref().unwrap().address == address);
+        assert!(!writing, "block {address} is already being written");
     }
 
     /// A new block at an address still being read means a reader outlived the block it read.
@@ -772,34 +774,35 @@ impl Grid {
         );
     }
 
+    /// Starts queued writes, FIFO, on free write IOPs.
     fn start_writes(&mut self) {
-        while self.writes_in_flight < self.write_iops_max {
+        for index in 0..self.write_iops.len() {
+            if self.write_iops[index].is_some() {
+                continue;
+            }
             let Some(slot) = self.writes_queued.pop_front() else {
                 return;
             };
-            let write = self.writes[slot as usize].as_mut().unwrap();
-            assert!(!write.in_flight);
-            write.in_flight = true;
+            self.write_iops[index] = Some(slot);
+            let write = self.writes[slot as usize].as_ref().unwrap();
             let buffer = self.pool.lend(&write.block);
-            let tag = Purpose::Write.tag(u64::from(slot));
+            let tag = Purpose::Write.tag(index as u64);
             let request = block::write_request(tag, buffer, self.block_size);
-            self.writes_in_flight += 1;
             self.queue(request);
         }
     }
 
-    fn on_write_completion(&mut self, slot: usize, completion: IoCompletion) {
+    fn on_write_completion(&mut self, index: usize, completion: IoCompletion) {
         assert_eq!(completion.kind, IoKind::Write);
-        let write = self.writes[slot]
+        let slot = self.write_iops[index]
             .take()
-            .expect("completion of a free write slot");
-        assert!(write.in_flight);
+            .expect("write completion of an idle IOP");
+        let write = self.writes[slot as usize].take().unwrap();
         assert_eq!(
             completion.offset_in_zone,
             block::block_offset_in_zone(write.address, self.block_size)
         );
-        self.writes_free.push(slot as u32);
-        self.writes_in_flight -= 1;
+        self.writes_free.push(slot);
         let (buffer, result) = match write.owner {
             WriteOwner::Caller { .. } => (completion.buffer, completion.result),
             WriteOwner::Trailer { index } => self.on_trailer_written(index, completion),
