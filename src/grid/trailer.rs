@@ -16,7 +16,7 @@
 //!   metadata; finally the checksum of the whole string. Any failure is a [`TrailerError`]
 //!   naming the block; a trailer is served whole and intact or not at all.
 //!
-//! Both are sans-IO: they return requests and take completions; [`write`] and [`read`] are
+//! Both are sans-IO: they return requests and take completions; [`write()`] and [`read()`] are
 //! blocking drivers over any [`Storage`]. Each allocates its list of block addresses when made
 //! (bounded by the trailer's size, and a reader's by the caller's `size_bytes_max`): trailers are
 //! written at checkpoints and read at open, never on the hot path.
