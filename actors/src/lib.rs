@@ -1,5 +1,6 @@
 //! pinion runtime: the threads, channels and syscalls that carry out what the core decides.
 pub mod benchmark;
 pub mod cli;
+pub mod grid;
 pub mod io;
 pub mod journal;
