@@ -24,26 +24,18 @@
 
 use thiserror::Error;
 
-use super::{ewah, trailer};
+use super::trailer::{self, TrailerKind};
 use crate::buffer::AlignedBuf;
-use crate::config::{round_up, Config, FREE_SET_SHARD_BITS, HEADER_SIZE};
-use crate::layout::Layout;
-
-/// Bytes one client-session entry takes in the client-sessions trailer: a reply header and a
-/// session number (ref §4.5).
-const CLIENT_SESSION_ENTRY_SIZE: u64 = HEADER_SIZE + 8;
+use crate::config::{Config, HEADER_SIZE};
 
 /// Blocks besides the cache's: one per grid read IOP (its fixed read buffer) and per write IOP,
 /// every block of the largest trailers held at once (two free-set trailers and the
 /// client-sessions trailer, written together at a checkpoint), and one burst block.
 pub fn stash_block_count(config: &Config) -> u64 {
-    let blocks_count_limit = config.grid_blocks_limit(Layout::new(config).data_file_size_min());
-    let free_set_word_count = round_up(blocks_count_limit, FREE_SET_SHARD_BITS) / 64;
-    let free_set_size_max = ewah::encode_size_max(free_set_word_count as usize) as u64;
-    let free_set_trailer_blocks = trailer::block_count(free_set_size_max, config.block_size);
-    let client_sessions_size = config.clients_max * CLIENT_SESSION_ENTRY_SIZE;
-    let client_sessions_trailer_blocks =
-        trailer::block_count(client_sessions_size, config.block_size);
+    let blocks =
+        |kind: TrailerKind| trailer::block_count(kind.size_bytes_max(config), config.block_size);
+    let free_set_trailer_blocks = blocks(TrailerKind::FreeSetAcquired);
+    let client_sessions_trailer_blocks = blocks(TrailerKind::ClientSessions);
     config.grid_iops_read_max
         + config.grid_iops_write_max
         + 2 * free_set_trailer_blocks

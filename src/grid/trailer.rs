@@ -26,11 +26,12 @@ use thiserror::Error;
 use super::block::{
     self, block_body_size_max, BlockError, BlockHeader, BlockReference, BlockType, TrailerMetadata,
 };
+use super::ewah;
 use crate::buffer::AlignedBuf;
 use crate::checksum::{checksum, Checksum, CHECKSUM_EMPTY};
-use crate::config::div_ceil;
+use crate::config::{div_ceil, round_up, Config, FREE_SET_SHARD_BITS, HEADER_SIZE};
 use crate::header::HEADER_BYTES;
-use crate::layout::Zone;
+use crate::layout::{Layout, Zone};
 use crate::storage::{IoCompletion, IoFatal, IoKind, IoRequest, Storage};
 use crate::superblock::CheckpointState;
 
@@ -50,6 +51,10 @@ fn chunk_size(chunk_index: u64, size_bytes: u64, block_size: u64) -> u64 {
 fn chunk_start(chunk_index: u64, block_size: u64) -> usize {
     (chunk_index * block_body_size_max(block_size)) as usize
 }
+
+/// Bytes one client-session entry takes in the client-sessions trailer: a reply header and a
+/// session number (ref §4.5).
+pub const CLIENT_SESSION_ENTRY_SIZE: u64 = HEADER_SIZE + 8;
 
 /// Which trailer: each has its own block type and its own fields in the checkpoint state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,6 +83,21 @@ impl TrailerKind {
         match self {
             TrailerKind::FreeSetAcquired | TrailerKind::FreeSetReleased => BlockType::FreeSet,
             TrailerKind::ClientSessions => BlockType::ClientSessions,
+        }
+    }
+
+    /// The largest trailer of this kind `config` writes: the free set's encoding under the
+    /// storage limit (`FreeSet::encode_size_max`), or every client's session. Bounds what a
+    /// reader accepts (and so allocates) and the blocks the stash holds for trailers.
+    pub fn size_bytes_max(self, config: &Config) -> u64 {
+        match self {
+            TrailerKind::FreeSetAcquired | TrailerKind::FreeSetReleased => {
+                let data_file_size_min = Layout::new(config).data_file_size_min();
+                let blocks_count_limit = config.grid_blocks_limit(data_file_size_min);
+                let word_count = round_up(blocks_count_limit, FREE_SET_SHARD_BITS) / 64;
+                ewah::encode_size_max(word_count as usize) as u64
+            }
+            TrailerKind::ClientSessions => config.clients_max * CLIENT_SESSION_ENTRY_SIZE,
         }
     }
 
@@ -724,6 +744,28 @@ mod tests {
             assert!(matches!(error.fault, TrailerFault::ReferenceInvalid { .. }));
             assert_eq!(error.address(), reference.last_block_address);
         }
+    }
+
+    #[test]
+    fn the_free_set_trailer_bound_is_the_free_sets_encoding_bound() {
+        for config in [Config::small(), Config::production()] {
+            let data_file_size_min = Layout::new(&config).data_file_size_min();
+            let free_set =
+                super::super::free_set::FreeSet::new(config.grid_blocks_limit(data_file_size_min));
+            let size_max = free_set.encode_size_max() as u64;
+            assert_eq!(
+                TrailerKind::FreeSetAcquired.size_bytes_max(&config),
+                size_max
+            );
+            assert_eq!(
+                TrailerKind::FreeSetReleased.size_bytes_max(&config),
+                size_max
+            );
+        }
+        assert_eq!(
+            TrailerKind::ClientSessions.size_bytes_max(&Config::production()),
+            16_896
+        );
     }
 
     #[test]

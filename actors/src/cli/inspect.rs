@@ -4,10 +4,14 @@
 //! every geometry), learns the file's geometry from it, then checks the file against it.
 
 use super::{io_config, Failure, InspectArguments};
-use crate::io::{DataFile, IoActor};
+use crate::io::{DataFile, IoActor, IoClient};
+use pinion::buffer::AlignedBuf;
 use pinion::checkpoint;
 use pinion::config::{Config, Preset, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use pinion::exit::FatalReason;
+use pinion::grid::free_set::{FreeSet, FreeSetDecodeError};
+use pinion::grid::trailer::{self, TrailerError, TrailerKind, TrailerReader, TrailerReference};
+use pinion::grid::OpenError;
 use pinion::journal::{self, inspect::WalInspection, recovery::Read, recovery_table::Decision};
 use pinion::layout::{Layout, Zone};
 use pinion::superblock::{self, CopyReport, CopyStatus, Geometry, Inspection, SuperblockHeader};
@@ -52,7 +56,9 @@ pub fn run(arguments: &InspectArguments) -> Result<(), Failure> {
             layout.data_file_size_min()
         )));
     }
-    inspect_wal(arguments, &config, &working)
+    let wal = inspect_wal(arguments, &config, &working);
+    let grid = inspect_grid(arguments, &config, &working, file_size_bytes);
+    wal.and(grid)
 }
 
 /// Reads both WAL rings (with the file's real layout) and prints what recovery would do.
@@ -157,6 +163,196 @@ fn decision_name(decision: Decision) -> &'static str {
         Decision::Cut => "cut (beyond prepare_max: truncate)",
         Decision::CutTorn => "cut_torn (torn append: truncate)",
         Decision::Unreachable => "unreachable",
+    }
+}
+
+/// One checkpoint trailer as inspect read it.
+struct TrailerInspection {
+    kind: TrailerKind,
+    reference: TrailerReference,
+    /// The trailer's bytes and its blocks in chain order, or why it was refused.
+    result: Result<(Vec<u8>, Vec<u64>), TrailerError>,
+}
+
+/// The checkpoint's free set, as the grid would open it, or why it could not be.
+enum FreeSetInspection {
+    /// A free-set trailer was refused: nothing to decode.
+    Unread,
+    Invalid(FreeSetDecodeError),
+    Decoded {
+        free_set: FreeSet,
+        /// The free-set trailers' own blocks (acquired and released since the checkpoint).
+        trailer_block_count: u64,
+    },
+}
+
+/// Reads the working checkpoint's trailers (read-only: no repair) and prints what the grid would
+/// open: the free set's counts and each trailer chain's state. A trailer or free set the grid
+/// would refuse is corruption (exit 10).
+fn inspect_grid(
+    arguments: &InspectArguments,
+    config: &Config,
+    working: &SuperblockHeader,
+    file_size_bytes: u64,
+) -> Result<(), Failure> {
+    let data_file_size_min = Layout::new(config).data_file_size_min();
+    let file = DataFile::open_read_only(&arguments.path, data_file_size_min)
+        .map_err(Failure::data_file)?;
+    let actor = IoActor::spawn(file, io_config(config, &arguments.io)).map_err(Failure::io)?;
+    let mut client = actor.client().map_err(Failure::io)?;
+    let checkpoint = &working.vsr_state.checkpoint;
+    let trailers = TrailerKind::ALL.map(|kind| {
+        let reference = kind.reference(checkpoint);
+        let result = read_trailer(&mut client, config, kind, reference);
+        TrailerInspection {
+            kind,
+            reference,
+            result,
+        }
+    });
+    drop(client);
+    actor.shutdown().map_err(Failure::io)?;
+
+    let free_set = decode_free_set(config, &trailers);
+    let storage_size = &checkpoint.storage_size_bytes;
+    let storage_size_error = match &free_set {
+        FreeSetInspection::Decoded { free_set, .. } => {
+            let blocks = free_set.highest_address_acquired().unwrap_or(0);
+            let computed = data_file_size_min + blocks * config.block_size;
+            (computed != *storage_size).then_some(OpenError::StorageSize {
+                recorded: *storage_size,
+                computed,
+            })
+        }
+        _ => None,
+    };
+    print_grid(config, working, file_size_bytes, &trailers, &free_set);
+    let mut errors: Vec<String> = trailers
+        .iter()
+        .filter_map(|trailer| trailer.result.as_ref().err())
+        .map(ToString::to_string)
+        .collect();
+    if let FreeSetInspection::Invalid(error) = &free_set {
+        errors.push(error.to_string());
+    }
+    errors.extend(storage_size_error.map(|error| error.to_string()));
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        reason: FatalReason::Corrupt,
+        message: format!(
+            "the grid's checkpoint is corrupt: {}; start-up would refuse this data file: restore \
+             it from a backup",
+            errors.join("; ")
+        ),
+    })
+}
+
+/// Reads one trailer chain, backwards from the block the superblock names, validating every
+/// block and the whole trailer's checksum.
+fn read_trailer(
+    client: &mut IoClient,
+    config: &Config,
+    kind: TrailerKind,
+    reference: TrailerReference,
+) -> Result<(Vec<u8>, Vec<u64>), TrailerError> {
+    let size_bytes_max = kind.size_bytes_max(config);
+    let mut reader = TrailerReader::new(kind, reference, config.block_size, size_bytes_max)?;
+    // The reference is checked against the configuration's bound before this allocation.
+    let mut bytes = vec![0; reference.size_bytes as usize];
+    let buffer = AlignedBuf::new(config.block_size as usize);
+    let (_, result) = trailer::read(client, &mut reader, buffer, &mut bytes);
+    result?;
+    Ok((bytes, reader.addresses().to_vec()))
+}
+
+/// Decodes the free set from its two trailers and patches in their own blocks, as the grid's
+/// open does.
+fn decode_free_set(config: &Config, trailers: &[TrailerInspection; 3]) -> FreeSetInspection {
+    let [acquired, released, _] = trailers;
+    let (Ok((acquired, acquired_blocks)), Ok((released, released_blocks))) =
+        (&acquired.result, &released.result)
+    else {
+        return FreeSetInspection::Unread;
+    };
+    let blocks_count_limit = config.grid_blocks_limit(Layout::new(config).data_file_size_min());
+    let trailer_blocks = [acquired_blocks.as_slice(), released_blocks.as_slice()];
+    match FreeSet::open(blocks_count_limit, &[acquired], &[released], trailer_blocks) {
+        Ok(free_set) => FreeSetInspection::Decoded {
+            free_set,
+            trailer_block_count: (acquired_blocks.len() + released_blocks.len()) as u64,
+        },
+        Err(error) => FreeSetInspection::Invalid(error),
+    }
+}
+
+fn print_grid(
+    config: &Config,
+    working: &SuperblockHeader,
+    file_size_bytes: u64,
+    trailers: &[TrailerInspection; 3],
+    free_set: &FreeSetInspection,
+) {
+    let storage_size_bytes = working.vsr_state.checkpoint.storage_size_bytes;
+    println!(
+        "\ngrid (checkpoint op {}; block size {}):",
+        working.op_checkpoint(),
+        config.block_size
+    );
+    match free_set {
+        FreeSetInspection::Unread => {
+            println!("  free set: not decoded (a free-set trailer was refused, below)")
+        }
+        FreeSetInspection::Invalid(error) => println!("  free set: invalid: {error}"),
+        FreeSetInspection::Decoded {
+            free_set,
+            trailer_block_count,
+        } => {
+            let highest = free_set
+                .highest_address_acquired()
+                .map_or("none".to_string(), |address| address.to_string());
+            println!(
+                "  blocks acquired {}  released {} ({trailer_block_count} of them the free-set \
+                 trailers' own)  highest acquired address {highest}",
+                free_set.count_acquired(),
+                free_set.count_released()
+            );
+        }
+    }
+    if file_size_bytes < storage_size_bytes {
+        println!(
+            "  the data file ({file_size_bytes} bytes) ends before the checkpoint's storage size: \
+             blocks beyond its end read as zeros"
+        );
+    }
+    if trailers
+        .iter()
+        .all(|trailer| trailer.reference == TrailerReference::EMPTY)
+    {
+        println!(
+            "  every checkpoint trailer is empty: the checkpoint has no block acquired and no \
+             client session (as a freshly formatted data file)"
+        );
+    }
+    println!("  trailer            size (bytes)  blocks  last block  status");
+    for trailer in trailers {
+        let reference = &trailer.reference;
+        let last_block = match reference.last_block_address {
+            0 => "-".to_string(),
+            address => address.to_string(),
+        };
+        let status = match &trailer.result {
+            Err(error) => format!("corrupt: {}", error.fault),
+            Ok(_) if reference.size_bytes == 0 => "empty".to_string(),
+            Ok(_) => "ok".to_string(),
+        };
+        println!(
+            "  {:<17}  {:>12}  {:>6}  {last_block:>10}  {status}",
+            trailer.kind.name(),
+            reference.size_bytes,
+            reference.block_count(config.block_size),
+        );
     }
 }
 
