@@ -11,12 +11,12 @@ use pinion::checksum::Checksum;
 use pinion::config::{Config, HEADER_SIZE};
 use pinion::grid::block::{self, BlockFault, BlockHeader, BlockType, BLOCK_METADATA_SIZE};
 use pinion::grid::free_set::{FreeSet, Reservation};
-use pinion::grid::{driver, pool, Grid, GridCheckpoint, ReadOptions};
+use pinion::grid::{driver, pool, Grid, GridCheckpoint, OpenError, ReadOptions};
 use pinion::header::prepare::Prepare;
 use pinion::header::{Command, Header, RELEASE};
 use pinion::layout::Layout;
 use pinion::superblock::{self, OpenOptions, SuperblockHeader, UpdateRequest};
-use pinion_actors::grid::{GridActor, GridClient, GridReply, GridRequest};
+use pinion_actors::grid::{GridActor, GridClient, GridReply, GridRequest, GridSpawnError};
 use pinion_actors::io::{DataFile, Durability, IoActor, IoClient, IoConfig};
 use std::collections::HashMap;
 use std::path::Path;
@@ -531,5 +531,88 @@ fn a_corrupt_block_is_reported_with_its_address_and_never_served() {
             assert_block(address, &read.buffer);
         }
     }
+    stop(running);
+}
+
+#[test]
+fn a_checkpoint_whose_trailer_is_corrupt_is_refused_at_spawn() {
+    let config = config();
+    let directory = directory();
+    let path = data_file(&directory);
+    let mut running = start(&path, 8);
+    checkpoint_durable(&mut running.client);
+    let addresses = acquire(&mut running.client, 3);
+    create_all(&mut running.client, &addresses);
+    let grid_checkpoint = checkpoint(&mut running);
+    stop(running);
+
+    let last = grid_checkpoint.free_set_acquired.last_block_address;
+    let offset = Layout::new(&config).block_offset(last) as usize;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset + HEADER_SIZE as usize] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let size = Layout::new(&config).data_file_size_min();
+    let file = DataFile::open(&path, Durability::Dsync, size).unwrap();
+    let io = IoActor::spawn(file, IoConfig::new(&config)).unwrap();
+    let mut superblock_io = io.client().unwrap();
+    let options = OpenOptions {
+        repair: true,
+        cluster_expected: Some(CLUSTER),
+    };
+    let working = superblock::open(&mut superblock_io, options)
+        .unwrap()
+        .superblock;
+    let checkpoint = &working.vsr_state.checkpoint;
+    let spawned = GridActor::spawn(&config, CLUSTER, checkpoint, io.client().unwrap(), 8, None);
+    let error = spawned.map(|_| ()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, GridSpawnError::Open(OpenError::Trailer(ref trailer)) if trailer.address() == last),
+        "{message}"
+    );
+    assert!(message.contains(&format!("grid block {last}")), "{message}");
+    drop(superblock_io);
+    io.shutdown().unwrap();
+}
+
+#[test]
+fn protocol_misuse_panics_in_the_callers_thread_and_the_actor_keeps_serving() {
+    let directory = directory();
+    let path = data_file(&directory);
+    let mut running = start(&path, 8);
+    let misuse = |client: &mut GridClient, request: GridRequest| {
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.send(request)));
+        assert!(sent.is_err(), "a misuse was sent");
+    };
+    // The opened checkpoint is not durable until the caller says so.
+    misuse(&mut running.client, GridRequest::Checkpoint);
+    checkpoint_durable(&mut running.client);
+    let addresses = acquire(&mut running.client, 2);
+    running.client.send(GridRequest::Checkpoint);
+    // Nothing creates, reserves or releases blocks until the superblock names the checkpoint.
+    let (block, _) = seal(block_buffer(), addresses[0]);
+    misuse(&mut running.client, GridRequest::Create { block });
+    misuse(&mut running.client, GridRequest::Reserve { block_count: 1 });
+    misuse(
+        &mut running.client,
+        GridRequest::Release {
+            address: addresses[1],
+        },
+    );
+    misuse(&mut running.client, GridRequest::MarkCheckpointNotDurable);
+    assert!(matches!(
+        running.client.receive(),
+        GridReply::Checkpointed(Ok(_))
+    ));
+    assert!(matches!(
+        running.client.call(GridRequest::MarkCheckpointNotDurable),
+        GridReply::MarkedCheckpointNotDurable
+    ));
+    // A buffer that is not a block buffer.
+    let buffer = AlignedBuf::new(4096 * 2);
+    misuse(&mut running.client, GridRequest::Create { block: buffer });
+    let checksums = create_all(&mut running.client, &addresses);
+    read_all(&mut running.client, &checksums, UNCACHED, 1);
     stop(running);
 }
