@@ -37,6 +37,9 @@ pub enum JournalRequest {
 }
 
 /// What the journal answers, one reply per request.
+// `Written` carries a 256-byte header inline: replies move through a bounded channel of a few
+// slots, and boxing it would allocate on every write's hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum JournalReply {
     Recovered(Result<RecoveryReport, RecoveryError>),
