@@ -64,8 +64,9 @@
 //! One caller holds the one [`GridClient`]; several callers would each need their own reply
 //! channel (as io clients have), which no caller needs yet.
 
+use crate::actor_loop::ActorState;
 use crate::io::IoClient;
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use pinion::buffer::AlignedBuf;
 use pinion::checksum::Checksum;
 use pinion::config::{round_up_sector, Config};
@@ -398,8 +399,9 @@ impl GridActor {
                     }
                 };
                 let _ = opened_sender.send(Ok(()));
-                let state = State::new(grid, io, reply_sender, capacity, &config_actor);
-                Some(state.run(request_receiver))
+                let mut state = State::new(grid, io, reply_sender, capacity, &config_actor);
+                crate::actor_loop::run(&mut state, request_receiver);
+                Some(state.grid)
             })
             .map_err(GridSpawnError::Thread)?;
         let opened = opened_receiver.recv();
@@ -461,6 +463,48 @@ struct State {
     checkpointed: Option<Result<Box<GridCheckpoint>, CheckpointError>>,
 }
 
+impl ActorState for State {
+    type Request = GridRequest;
+
+    fn io(&mut self) -> &mut IoClient {
+        &mut self.io
+    }
+
+    fn busy(&self) -> bool {
+        self.io.outstanding_count() > 0 || !self.waiting.is_empty() || self.checkpointed.is_some()
+    }
+
+    fn on_request(&mut self, request: GridRequest) {
+        if !self.waiting.is_empty() {
+            self.waiting.push_back(request);
+            return;
+        }
+        if let Some(request) = self.start(request) {
+            self.waiting.push_back(request);
+        }
+    }
+
+    /// Takes every completion that is ready (readiness said one is).
+    fn on_completions(&mut self) {
+        while let Some(completion) = self.io.try_next_completion() {
+            self.on_completion(completion);
+        }
+    }
+
+    /// Starts what waited, then hands every I/O the grid wants to the io actor in one batch.
+    fn after_step(&mut self) {
+        self.start_waiting();
+        let grid = &mut self.grid;
+        self.io
+            .submit_batch(std::iter::from_fn(|| grid.next_request()));
+        // A request waits only behind I/O in progress, which will free what it waits for.
+        assert!(
+            self.waiting.is_empty() || self.io.outstanding_count() > 0,
+            "grid requests wait with no I/O in flight"
+        );
+    }
+}
+
 impl State {
     fn new(
         grid: Grid,
@@ -483,45 +527,6 @@ impl State {
             writes_free: (0..capacity as u64).rev().collect(),
             waiting: VecDeque::with_capacity(capacity),
             checkpointed: None,
-        }
-    }
-
-    fn run(mut self, requests: Receiver<GridRequest>) -> Grid {
-        // Readiness only (`Select::ready` consumes nothing): completions are taken through the
-        // io client so its outstanding count stays exact.
-        let completions = self.io.completion_receiver().clone();
-        let mut open = true;
-        while open || self.busy() {
-            let mut select = Select::new();
-            let request_index = open.then(|| select.recv(&requests));
-            select.recv(&completions);
-            let ready = select.ready();
-            if Some(ready) == request_index {
-                match requests.try_recv() {
-                    Ok(request) => self.on_request(request),
-                    Err(TryRecvError::Disconnected) => open = false,
-                    Err(TryRecvError::Empty) => {}
-                }
-            } else {
-                self.on_completions();
-            }
-            self.start_waiting();
-            self.submit();
-        }
-        self.grid
-    }
-
-    fn busy(&self) -> bool {
-        self.io.outstanding_count() > 0 || !self.waiting.is_empty() || self.checkpointed.is_some()
-    }
-
-    fn on_request(&mut self, request: GridRequest) {
-        if !self.waiting.is_empty() {
-            self.waiting.push_back(request);
-            return;
-        }
-        if let Some(request) = self.start(request) {
-            self.waiting.push_back(request);
         }
     }
 
@@ -650,13 +655,6 @@ impl State {
         None
     }
 
-    /// Takes every completion that is ready (the select only said one is).
-    fn on_completions(&mut self) {
-        while let Some(completion) = self.io.try_next_completion() {
-            self.on_completion(completion);
-        }
-    }
-
     fn on_completion(&mut self, completion: IoCompletion) {
         self.grid.on_completion(completion);
         self.on_events();
@@ -728,18 +726,6 @@ impl State {
         assert!(length <= bytes.len(), "a served block fits its buffer");
         buffer.set_len(length);
         buffer.copy_from_slice(&bytes[..length]);
-    }
-
-    /// Hands every I/O the grid wants to the io actor, in one batch.
-    fn submit(&mut self) {
-        let grid = &mut self.grid;
-        self.io
-            .submit_batch(std::iter::from_fn(|| grid.next_request()));
-        // A request waits only behind I/O in progress, which will free what it waits for.
-        assert!(
-            self.waiting.is_empty() || self.io.outstanding_count() > 0,
-            "grid requests wait with no I/O in flight"
-        );
     }
 
     fn reply(&mut self, reply: GridReply) {

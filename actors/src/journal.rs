@@ -9,8 +9,9 @@
 //! channel (no cycle of full channels between the two). Requests the journal cannot start yet
 //! (no free write or read IOP) wait in FIFO queues bounded by the same `capacity`.
 
+use crate::actor_loop::ActorState;
 use crate::io::IoClient;
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use pinion::buffer::AlignedBuf;
 use pinion::checksum::Checksum;
 use pinion::config::Config;
@@ -131,7 +132,8 @@ impl JournalActor {
                         );
                     }
                 }
-                state.run(request_receiver);
+                let mut state = state;
+                crate::actor_loop::run(&mut state, request_receiver);
             })?;
         let client = JournalClient {
             requests: request_sender,
@@ -167,28 +169,11 @@ struct State {
     reads_waiting: VecDeque<(u64, Checksum, AlignedBuf)>,
 }
 
-impl State {
-    fn run(mut self, requests: Receiver<JournalRequest>) {
-        // Readiness only (`Select::ready` consumes nothing): completions are taken through the
-        // io client so its outstanding count stays exact.
-        let completions = self.io.completion_receiver().clone();
-        let mut open = true;
-        while open || self.busy() {
-            let mut select = Select::new();
-            let request_index = open.then(|| select.recv(&requests));
-            select.recv(&completions);
-            let ready = select.ready();
-            if Some(ready) == request_index {
-                match requests.try_recv() {
-                    Ok(request) => self.on_request(request),
-                    Err(TryRecvError::Disconnected) => open = false,
-                    Err(TryRecvError::Empty) => {}
-                }
-            } else {
-                self.on_completions();
-            }
-            self.submit();
-        }
+impl ActorState for State {
+    type Request = JournalRequest;
+
+    fn io(&mut self) -> &mut IoClient {
+        &mut self.io
     }
 
     fn busy(&self) -> bool {
@@ -207,6 +192,22 @@ impl State {
         }
     }
 
+    /// Takes every completion that is ready (readiness said one is).
+    fn on_completions(&mut self) {
+        while let Some(completion) = self.io.try_next_completion() {
+            self.on_completion(completion);
+        }
+    }
+
+    /// Hands every I/O the journal wants to the io actor, in one batch.
+    fn after_step(&mut self) {
+        let journal = &mut self.journal;
+        self.io
+            .submit_batch(std::iter::from_fn(|| journal.next_request()));
+    }
+}
+
+impl State {
     fn start_write(&mut self, message: AlignedBuf) {
         match self.journal.write_prepare(message) {
             WriteStart::Queued => {}
@@ -241,13 +242,6 @@ impl State {
         }
     }
 
-    /// Takes every completion that is ready (the select only said one is).
-    fn on_completions(&mut self) {
-        while let Some(completion) = self.io.try_next_completion() {
-            self.on_completion(completion);
-        }
-    }
-
     fn on_completion(&mut self, completion: pinion::storage::IoCompletion) {
         let Some(event) = self.journal.on_completion(completion) else {
             return;
@@ -267,13 +261,6 @@ impl State {
                 }
             }
         }
-    }
-
-    /// Hands every I/O the journal wants to the io actor, in one batch.
-    fn submit(&mut self) {
-        let journal = &mut self.journal;
-        self.io
-            .submit_batch(std::iter::from_fn(|| journal.next_request()));
     }
 
     fn reply(&mut self, reply: JournalReply) {

@@ -1,4 +1,5 @@
 //! pinion runtime: the threads, channels and syscalls that carry out what the core decides.
+mod actor_loop;
 pub mod benchmark;
 pub mod cli;
 pub mod grid;
