@@ -1,6 +1,7 @@
 //! fio as the reference: builds the job that mirrors one pinion workload (same file, same region,
 //! same block size, queue depth and durability), runs it, and reads writes/s and latency
-//! percentiles — or, for a read of a whole region, its elapsed time — from its JSON output.
+//! percentiles — or, for reads (a whole region once, or random blocks for a time), reads, runtime
+//! and latencies — from its JSON output.
 //!
 //! Durability: `dsync` ↔ `--sync=dsync` (the file opened O_DSYNC, like pinion's `dsync`);
 //! `barrier` ↔ `--fdatasync=1` (an fdatasync queued after every write). The two are not the
@@ -44,6 +45,10 @@ pub enum Access {
     },
     /// The whole region read once, sequentially (`--rw=read`, no time limit).
     ReadOnce,
+    /// Reads at random block-aligned offsets of the region (`--rw=randread`) for `seconds`
+    /// (`--time_based`). fio's default random map reads every block once per pass over the
+    /// region before reading any again.
+    RandomRead { seconds: f64 },
 }
 
 /// One fio run over `size_bytes` from `offset_bytes` of an existing file.
@@ -70,6 +75,7 @@ impl Job<'_> {
             Access::Write { skip_bytes: 0, .. } => "--rw=write".to_string(),
             Access::Write { skip_bytes, .. } => format!("--rw=write:{skip_bytes}"),
             Access::ReadOnce => "--rw=read".to_string(),
+            Access::RandomRead { .. } => "--rw=randread".to_string(),
         };
         let mut arguments = vec![
             format!("--name={}", self.name),
@@ -96,6 +102,13 @@ impl Job<'_> {
                     Durability::Dsync => "--sync=dsync".to_string(),
                     Durability::Barrier => "--fdatasync=1".to_string(),
                 },
+                "--time_based".to_string(),
+                format!("--runtime={}", runtime(seconds)),
+            ]);
+        }
+        if let Access::RandomRead { seconds } = self.access {
+            assert!(seconds > 0.0);
+            arguments.extend([
                 "--time_based".to_string(),
                 format!("--runtime={}", runtime(seconds)),
             ]);
@@ -146,6 +159,16 @@ impl Job<'_> {
             ));
         }
         Ok(sample)
+    }
+
+    /// Runs a `RandomRead` job and reads its reads, runtime and latencies.
+    pub fn run_random_read(&self) -> Result<ReadSample, String> {
+        assert!(
+            matches!(self.access, Access::RandomRead { .. }),
+            "Job::run_random_read is for random reads"
+        );
+        let stdout = self.output()?;
+        parse_read(&stdout).map_err(|error| format!("{error}\ncommand: {}", self.command_line()))
     }
 
     /// fio's standard output, or why it failed.
@@ -217,6 +240,13 @@ pub struct ReadSample {
     /// Completion latency percentiles of one read (µs).
     pub latency_us_p50: f64,
     pub latency_us_p99: f64,
+}
+
+impl ReadSample {
+    /// Reads completed per second of fio's runtime.
+    pub fn reads_per_second(&self) -> f64 {
+        self.reads_count as f64 / (self.elapsed_ms / 1000.0)
+    }
 }
 
 /// Reads a read job's bytes, runtime and latencies from fio's JSON output.
@@ -372,6 +402,7 @@ mod tests {
         assert_eq!(sample.reads_count, 1024);
         assert_eq!(sample.elapsed_ms, 412.0);
         assert_eq!(sample.latency_us_p50, 3194.88);
+        assert_eq!(sample.reads_per_second(), 1024.0 / 0.412);
         let idle = READ_OUTPUT.replace("\"total_ios\" : 1024", "\"total_ios\" : 0");
         assert!(parse_read(&idle).unwrap_err().contains("no reads"));
     }
@@ -443,6 +474,20 @@ mod tests {
             "fio --name=pinion-journal-vs-fio '--filename=/data/pinion file' \
              --allow_file_create=0 --offset=4194304 --size=268435456 --rw=read --bs=1048576 \
              --iodepth=8 --direct=1 --ioengine=io_uring --output-format=json"
+        );
+        let random = Job {
+            name: "pinion-grid-vs-fio",
+            block_size_bytes: 512 << 10,
+            queue_depth: 8,
+            access: Access::RandomRead { seconds: 3.0 },
+            ..barrier_job()
+        };
+        assert_eq!(
+            random.command_line(),
+            "fio --name=pinion-grid-vs-fio '--filename=/data/pinion file' \
+             --allow_file_create=0 --offset=4194304 --size=268435456 --rw=randread \
+             --bs=524288 --iodepth=8 --direct=1 --ioengine=io_uring --time_based --runtime=3 \
+             --output-format=json"
         );
     }
 }
