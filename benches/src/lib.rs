@@ -6,12 +6,15 @@
 //! workloads only these comparisons use: appends and recovery through the journal actor
 //! (`journal_workload`), a raw zone read through the io actor (`raw_read`), block writes and
 //! random block reads through the grid (`grid_workload`), what validating and copying a block
-//! costs (`block_costs`), and per-thread CPU time (`thread_cpu`). The io actor's write workload is
+//! costs (`block_costs`), and per-thread CPU time (`thread_cpu`); for the cache comparison
+//! (CPU only), a Zipf key stream (`zipf`) through the grid's cache and an LRU
+//! (`cache_workload`). The io actor's write workload is
 //! `pinion_actors::benchmark`, shared with `pinion benchmark`. Never: hard-codes a figure, or
 //! reports a number from a run whose results were not checked (durable replies, recovered head,
 //! blocks read back with the checksum written).
 
 pub mod block_costs;
+pub mod cache_workload;
 pub mod comparison;
 pub mod fio;
 pub mod grid_comparison;
@@ -20,3 +23,4 @@ pub mod journal_comparison;
 pub mod journal_workload;
 pub mod raw_read;
 pub mod thread_cpu;
+pub mod zipf;
