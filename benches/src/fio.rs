@@ -240,12 +240,20 @@ pub struct ReadSample {
     /// Completion latency percentiles of one read (µs).
     pub latency_us_p50: f64,
     pub latency_us_p99: f64,
+    /// fio's CPU use over its runtime, user and system (percent of one CPU), if reported.
+    pub cpu_percent: Option<f64>,
 }
 
 impl ReadSample {
     /// Reads completed per second of fio's runtime.
     pub fn reads_per_second(&self) -> f64 {
         self.reads_count as f64 / (self.elapsed_ms / 1000.0)
+    }
+
+    /// fio's CPU time (user and system) per read, in µs.
+    pub fn cpu_us_per_read(&self) -> Option<f64> {
+        let seconds = self.cpu_percent? / 100.0 * self.elapsed_ms / 1000.0;
+        Some(seconds * 1e6 / self.reads_count as f64)
     }
 }
 
@@ -262,12 +270,16 @@ pub fn parse_read(output: &str) -> Result<ReadSample, String> {
         return Err("fio reported a zero runtime".to_string());
     }
     let clat = &read["clat_ns"];
+    let cpu_percent = number(&job, "usr_cpu")
+        .and_then(|user| Ok(user + number(&job, "sys_cpu")?))
+        .ok();
     Ok(ReadSample {
         bytes: number(read, "io_bytes")? as u64,
         reads_count,
         elapsed_ms,
         latency_us_p50: percentile_us(clat, "50")?,
         latency_us_p99: percentile_us(clat, "99")?,
+        cpu_percent,
     })
 }
 
@@ -382,6 +394,8 @@ mod tests {
     {
       "jobname" : "pinion-journal-vs-fio",
       "error" : 0,
+      "usr_cpu" : 1.5,
+      "sys_cpu" : 8.5,
       "read" : {
         "io_bytes" : 1073741824,
         "total_ios" : 1024,
@@ -403,6 +417,9 @@ mod tests {
         assert_eq!(sample.elapsed_ms, 412.0);
         assert_eq!(sample.latency_us_p50, 3194.88);
         assert_eq!(sample.reads_per_second(), 1024.0 / 0.412);
+        assert_eq!(sample.cpu_percent, Some(10.0));
+        let cpu_us = sample.cpu_us_per_read().unwrap();
+        assert!((cpu_us - 0.1 * 412_000.0 / 1024.0).abs() < 1e-9);
         let idle = READ_OUTPUT.replace("\"total_ios\" : 1024", "\"total_ios\" : 0");
         assert!(parse_read(&idle).unwrap_err().contains("no reads"));
     }

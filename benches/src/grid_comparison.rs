@@ -133,8 +133,16 @@ fn fio_cells(row: &GridRow) -> Vec<String> {
             median_of(rounds, |r| r.fio.latency_us_p50),
             median_of(rounds, |r| r.fio.latency_us_p99),
         ),
-        "–".to_string(),
+        fio_cpu(rounds),
     ]
+}
+
+/// fio's own CPU µs per read (user and system), where fio reported it in every round.
+fn fio_cpu(rounds: &[GridRound]) -> String {
+    let per_read: Option<Vec<f64>> = rounds.iter().map(|r| r.fio.cpu_us_per_read()).collect();
+    per_read.map_or("–".to_string(), |values| {
+        format!("fio: {:.0}", median(&values))
+    })
 }
 
 pub fn table(rows: &[GridRow], as_markdown: bool) -> String {
@@ -162,6 +170,7 @@ mod tests {
             elapsed_ms: 1000.0,
             latency_us_p50: 300.0,
             latency_us_p99: 900.0,
+            cpu_percent: Some(10.0),
         }
     }
 
@@ -189,7 +198,7 @@ mod tests {
         };
         let table = table(&[row], true);
         assert!(
-            table.contains("| 8 | fio | 1,000 | 500 | 1 | – | – | 300 / 900 | – |"),
+            table.contains("| 8 | fio | 1,000 | 500 | 1 | – | – | 300 / 900 | fio: 100 |"),
             "{table}"
         );
         assert!(
