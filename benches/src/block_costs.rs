@@ -18,7 +18,7 @@ use std::time::Instant;
 const COLD_BYTES: u64 = 64 << 20;
 const PASSES: usize = 5;
 
-/// Microseconds per block (median of [`PASSES`] passes).
+/// Microseconds per block (median of `PASSES` passes).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BlockCosts {
     pub block_size: u64,
