@@ -12,6 +12,7 @@ pub mod grid;
 pub mod header;
 pub mod journal;
 pub mod layout;
+pub mod lsm;
 pub mod prng;
 pub mod storage;
 pub mod superblock;
