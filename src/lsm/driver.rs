@@ -4,12 +4,16 @@
 
 use thiserror::Error;
 
+use super::manifest::{Manifest, ManifestError, ManifestReader, ManifestReference};
 use super::table::{
     Entry, Found, LookupStep, TableBuilder, TableError, TableInfo, TableLookup, TreeLayout,
 };
 use crate::buffer::AlignedBuf;
-use crate::grid::{driver, Grid, ReadOptions, StorageLimitError};
+use crate::config::Config;
+use crate::grid::{driver, CheckpointError, Grid, ReadOptions, StorageLimitError};
+use crate::header::Header;
 use crate::storage::{IoFatal, Storage};
+use crate::superblock::{self, CheckpointState, SuperblockHeader, UpdateRequest};
 
 /// Why a driver could not finish.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -18,6 +22,8 @@ pub enum DriverError {
     StorageLimit(#[from] StorageLimitError),
     #[error("grid block {address}: the write failed: {fatal}")]
     WriteFailed { address: u64, fatal: IoFatal },
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// Acquires `block_count` blocks from one reservation, ascending.
@@ -127,4 +133,81 @@ pub fn lookup(
             Err(found) => return Ok(found),
         }
     }
+}
+
+/// Writes the manifest for a checkpoint: releases the blocks of the manifest the previous
+/// checkpoint named (readable until the new checkpoint is durable), then acquires fresh blocks
+/// from one reservation and writes the whole manifest to them. Returns the reference for the new
+/// checkpoint state. Run it before the grid's checkpoint (ref §4.6 step 2).
+pub fn manifest_checkpoint(
+    storage: &mut impl Storage,
+    grid: &mut Grid,
+    manifest: &mut Manifest,
+    cluster: u128,
+) -> Result<ManifestReference, DriverError> {
+    for address in manifest.blocks() {
+        grid.release(*address);
+    }
+    let block_size = grid.block_size();
+    let block_count = manifest.checkpoint_block_count(block_size);
+    let addresses = match block_count {
+        0 => Vec::new(),
+        count => acquire_blocks(grid, count)?,
+    };
+    let mut failure = None;
+    let block = AlignedBuf::new(block_size as usize);
+    let (reference, _) = manifest.checkpoint(cluster, &addresses, block, |block, address| {
+        let (fresh, result) = driver::create_block(storage, grid, block);
+        if let Err(fatal) = result {
+            failure.get_or_insert(DriverError::WriteFailed { address, fatal });
+        }
+        fresh
+    });
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(reference),
+    }
+}
+
+/// A whole checkpoint as far as the grid and the manifest go: the manifest
+/// ([`manifest_checkpoint`]), the grid's trailers, the superblock update naming both, then
+/// `mark_checkpoint_not_durable`. Returns the new working superblock.
+pub fn checkpoint_with_superblock(
+    storage: &mut impl Storage,
+    grid: &mut Grid,
+    manifest: &mut Manifest,
+    working: &SuperblockHeader,
+    header: Header,
+) -> Result<SuperblockHeader, DriverError> {
+    let manifest_reference = manifest_checkpoint(storage, grid, manifest, working.cluster)?;
+    let grid_checkpoint = driver::checkpoint(storage, grid)?;
+    let mut vsr_state = driver::checkpoint_vsr_state(working, header, &grid_checkpoint);
+    manifest_reference.apply(&mut vsr_state.checkpoint);
+    let request = UpdateRequest {
+        vsr_state,
+        view_headers: None,
+    };
+    let working = superblock::update(storage, working, request)
+        .map_err(|error| DriverError::Checkpoint(CheckpointError::Superblock(error)))?;
+    grid.mark_checkpoint_not_durable();
+    Ok(working)
+}
+
+/// Reads the manifest `checkpoint` names through the (open) grid.
+pub fn open_manifest(
+    storage: &mut impl Storage,
+    grid: &mut Grid,
+    config: &Config,
+    checkpoint: &CheckpointState,
+) -> Result<Manifest, ManifestError> {
+    let reference = ManifestReference::from_checkpoint(checkpoint);
+    let mut reader = ManifestReader::new(reference, config.lsm_levels, config.block_size);
+    while let Some(next) = reader.next_block() {
+        let options = ReadOptions::default();
+        let block = driver::read_block(storage, grid, next.address, next.checksum, options)?;
+        let result = reader.on_block(&grid.block(&block)[..]);
+        grid.return_block(block);
+        result?;
+    }
+    Ok(reader.finish())
 }

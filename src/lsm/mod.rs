@@ -14,4 +14,5 @@
 //! the same bytes.
 
 pub mod driver;
+pub mod manifest;
 pub mod table;
