@@ -16,3 +16,4 @@
 pub mod driver;
 pub mod manifest;
 pub mod table;
+pub mod table_memory;
