@@ -14,5 +14,6 @@ pub mod journal;
 pub mod layout;
 pub mod lsm;
 pub mod prng;
+pub mod simulator;
 pub mod storage;
 pub mod superblock;

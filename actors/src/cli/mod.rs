@@ -6,6 +6,7 @@
 mod benchmark;
 mod format;
 mod inspect;
+mod simulate;
 
 use crate::io::{BackendChoice, DataFileError, Durability, IoConfig, IoError};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,8 +41,20 @@ pub enum Command {
     /// Measure durable writes on a temporary data file (storage layer: the service does not
     /// exist yet). Prints throughput and latency percentiles per durability mode and workload.
     Benchmark(BenchmarkArguments),
+    /// Run simulator seeds: the journal and superblock through crashes and disk faults, checked.
+    Simulate(SimulateArguments),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArguments {
+    /// The seed to run (with --seeds: the first of K consecutive seeds).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How many seeds to run; without --seed they are random, each printed as it runs.
+    #[arg(long)]
+    pub seeds: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,6 +240,7 @@ pub fn run(arguments: Arguments) -> i32 {
         Command::Format(arguments) => format::run(&arguments),
         Command::Inspect(arguments) => inspect::run(&arguments),
         Command::Benchmark(arguments) => benchmark::run(&arguments),
+        Command::Simulate(arguments) => simulate::run(&arguments),
         Command::Version => {
             println!("pinion {}", env!("CARGO_PKG_VERSION"));
             Ok(())
