@@ -201,7 +201,7 @@ pub fn open_manifest(
     checkpoint: &CheckpointState,
 ) -> Result<Manifest, ManifestError> {
     let reference = ManifestReference::from_checkpoint(checkpoint);
-    let mut reader = ManifestReader::new(reference, config.lsm_levels, config.block_size);
+    let mut reader = ManifestReader::new(reference, config.lsm_levels, config.block_size)?;
     while let Some(next) = reader.next_block() {
         let options = ReadOptions::default();
         let block = driver::read_block(storage, grid, next.address, next.checksum, options)?;

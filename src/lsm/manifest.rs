@@ -366,14 +366,36 @@ pub struct ManifestReader {
 }
 
 impl ManifestReader {
-    pub fn new(reference: ManifestReference, levels_count: u64, block_size: u64) -> ManifestReader {
+    /// A reader of the manifest `reference` names; `Err` if the reference itself is
+    /// inconsistent (a block count without addresses, or addresses without a block count).
+    pub fn new(
+        reference: ManifestReference,
+        levels_count: u64,
+        block_size: u64,
+    ) -> Result<ManifestReader, ManifestError> {
+        let addresses_zero = reference.oldest.address == 0 && reference.newest.address == 0;
+        let consistent = if reference.block_count == 0 {
+            reference == ManifestReference::EMPTY
+        } else {
+            reference.oldest.address != 0 && reference.newest.address != 0
+        };
+        if !consistent {
+            return Err(ManifestError::Invalid {
+                address: if addresses_zero {
+                    0
+                } else {
+                    reference.newest.address
+                },
+                reason: "the checkpoint's manifest reference is inconsistent",
+            });
+        }
         let next = (reference.block_count > 0).then_some(reference.newest);
-        ManifestReader {
+        Ok(ManifestReader {
             reference,
             block_size,
             manifest: Manifest::new(levels_count),
             next,
-        }
+        })
     }
 
     /// The block to read next, if any.
@@ -408,7 +430,8 @@ impl ManifestReader {
             if table.key_min > table.key_max || table.index_address == 0 {
                 return Err(invalid("entry has an inverted key range or no index block"));
             }
-            if self.manifest.tables(table.tree_id, level).contains(&table) {
+            let tables = self.manifest.tables(table.tree_id, level);
+            if tables.binary_search(&table).is_ok() {
                 return Err(invalid("entry repeats a table"));
             }
             self.manifest.insert(level, table);
@@ -476,6 +499,32 @@ mod tests {
         };
         assert_eq!(ManifestMetadata::decode(&metadata.encode()), Some(metadata));
         assert_eq!(entries_per_block(4096), 36);
+    }
+
+    #[test]
+    fn an_inconsistent_reference_is_refused_before_any_read() {
+        let named = BlockReference {
+            address: 5,
+            checksum: 1,
+        };
+        let without_count = ManifestReference {
+            oldest: named,
+            newest: named,
+            block_count: 0,
+        };
+        let without_addresses = ManifestReference {
+            block_count: 2,
+            ..ManifestReference::EMPTY
+        };
+        for reference in [without_count, without_addresses] {
+            assert!(
+                ManifestReader::new(reference, 7, 4096).is_err(),
+                "{reference:?}"
+            );
+        }
+        let empty = ManifestReader::new(ManifestReference::EMPTY, 7, 4096).unwrap();
+        assert_eq!(empty.next_block(), None);
+        assert_eq!(empty.finish(), Manifest::new(7));
     }
 
     #[test]
