@@ -4,7 +4,9 @@
 //! Owns: the table format (`table`: value blocks of sorted entries, one index block per table,
 //! tombstones, the sans-IO [`table::TableBuilder`] and [`table::TableLookup`]) and the manifest
 //! (`manifest`: the tables per tree and level, persisted as a chain of manifest blocks at each
-//! checkpoint and restored at open). `driver` runs them to completion over a grid and storage
+//! checkpoint and restored at open), and one tree (`tree`: the mutable and immutable tables and
+//! the levels, with compaction paced at one beat of bounded block I/O per committed op, the
+//! merges themselves in `compaction`). `driver` runs them to completion over a grid and storage
 //! for tests and tools.
 //!
 //! Never: a thread, a channel, a clock or a syscall; never I/O other than block addresses it
@@ -13,7 +15,9 @@
 //! as "absent"); never iterates a hash map in anything observable, so the same operations give
 //! the same bytes.
 
+pub mod compaction;
 pub mod driver;
 pub mod manifest;
 pub mod table;
 pub mod table_memory;
+pub mod tree;
