@@ -15,21 +15,29 @@
 //! - **No faults** ([`FaultZones::None`]: crashes only): recovery must never refuse, and every
 //!   prepare reported durable above the checkpoint must read back byte-identical after every
 //!   restart.
-//! - **WAL headers only** ([`FaultZones::WalHeaders`]): every prepare is intact on disk (only
-//!   the append in flight at a crash can be torn, and it was never acknowledged), so the
-//!   redundant headers can always be rebuilt from the prepares: as with no faults, recovery must
-//!   never refuse and nothing acknowledged may be lost.
+//! - **WAL headers only** ([`FaultZones::WalHeaders`]): every prepare stays intact on disk
+//!   except the append in flight at a crash (torn or lost; never acknowledged), so nothing
+//!   acknowledged may be lost. A refusal is allowed only as (b) below says: the in-flight
+//!   append's slot can lose both copies at once (a header fault plus the tear).
 //! - **WAL prepares only** ([`FaultZones::WalPrepares`]): an acknowledged prepare can really be
 //!   destroyed, and a single node has no peer to copy it from, so recovery may refuse with
-//!   `RecoveryError::Lost` — but only if, for every slot it names, the checker reads the disk
-//!   with faults off and confirms that the slot does not hold the intact prepare the model
-//!   expects there, and either (a) the model's latest acknowledged op in that slot is above the
-//!   checkpoint (an acknowledged prepare was really lost), or (b) the refusal names no op for
-//!   the slot (neither ring names one: its prepare is damaged and its redundant header is
-//!   reserved or destroyed), so the node cannot prove the slot is not needed. Any other refusal,
-//!   or a recovery that succeeds without an acknowledged prepare above the checkpoint, is a
-//!   failure. After a confirmed refusal the run formats a new data file (the operator restores
-//!   from a backup) and goes on.
+//!   `RecoveryError::Lost`.
+//!
+//! In both WAL modes a refusal is allowed only if, for every slot it names, the checker reads
+//! the disk with faults off and confirms that the slot does not hold the intact prepare it
+//! should, and one of these holds:
+//! - (a) the model's latest acknowledged op in that slot is above the checkpoint: an
+//!   acknowledged prepare was really lost;
+//! - (b) the refusal names no op for the slot (neither ring names one: its prepare is damaged
+//!   and its redundant header reserved or destroyed), so the node cannot prove the slot is not
+//!   needed;
+//! - (c) the slot's op is the append that was in flight at the crash: its redundant header may
+//!   have landed, so for all the node can tell it was acknowledged, and its prepare is damaged
+//!   or was never written.
+//!
+//! Any other refusal, or a recovery that succeeds without an acknowledged prepare above the
+//! checkpoint, is a failure. After a confirmed refusal the run formats a new data file (the
+//! operator restores from a backup) and goes on.
 //!
 //! The two WAL zones are never faulted in the same seed: a lost header write together with a
 //! lost prepare of the same slot can hide an acknowledged prepare behind an older header, a

@@ -224,11 +224,10 @@ impl Simulation {
     /// Recovery refused: allowed only as the fault contract says (`parameters.rs`). A confirmed
     /// refusal formats a new data file.
     fn refused(&mut self, slots: &[FaultySlot]) -> Result<(), Stop> {
-        if self.parameters.fault_zones != FaultZones::WalPrepares {
+        if self.parameters.fault_zones == FaultZones::None {
             let list: Vec<String> = slots.iter().map(ToString::to_string).collect();
             return failed(format!(
-                "recovery refused with faults only in {}, where every prepare stays intact: {}",
-                self.parameters.fault_zones.name(),
+                "recovery refused with no faults (crashes only): {}",
                 list.join(", ")
             ));
         }
@@ -245,7 +244,12 @@ impl Simulation {
             let expected = self.model.expected_in_slot(faulty.slot);
             let lost = expected.is_some_and(|prepared| intact != Some(prepared.header));
             let undecidable = faulty.op.is_none() && intact.is_none();
-            if !lost && !undecidable {
+            // The append in flight at the crash: its header may be on disk, so it may have been
+            // acknowledged for all the node can tell, and its prepare is not.
+            let in_flight = self.model.in_flight.as_ref().is_some_and(|prepared| {
+                faulty.op == Some(prepared.op()) && intact != Some(prepared.header)
+            });
+            if !lost && !undecidable && !in_flight {
                 return failed(format!(
                     "recovery refused {faulty} without cause: the disk holds {:?}, the latest \
                      acknowledged op above checkpoint {} in that slot is {:?}",
