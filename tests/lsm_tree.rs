@@ -431,3 +431,48 @@ fn a_corrupt_table_block_is_an_error_naming_its_address() {
     assert!(matches!(table_error, TableError::Block(_)), "{error}");
     assert_eq!(table_error.address(), table.index_address, "{error}");
 }
+
+#[test]
+fn a_corrupt_table_block_read_by_compaction_fails_the_beat_with_its_address() {
+    let ops = workload(9, 110, 400);
+    let mut harness = Harness::new(config(4), 9);
+    for (index, writes) in ops.iter().enumerate() {
+        harness.commit(index as u64 + 1, writes);
+    }
+    let mut harness = restart(harness);
+    let block_size = harness.config.block_size;
+    let corrupted: Vec<u64> = harness
+        .manifest
+        .iter()
+        .map(|(_, table)| table.index_address)
+        .collect();
+    for address in &corrupted {
+        let offset = block_offset_in_zone(*address, block_size);
+        harness.storage.corrupt_sector(Zone::Grid, offset);
+    }
+    let mut failure = None;
+    for op in harness.checkpoint + 1..=harness.checkpoint + 64 {
+        let writes = ops.get(op as usize - 1).cloned().unwrap_or_default();
+        for (key, value) in &writes {
+            match value {
+                Some(value) => harness.tree.put(&key.to_be_bytes(), &value.to_le_bytes()),
+                None => harness.tree.remove(&key.to_be_bytes()),
+            }
+        }
+        let result = harness.tree.compact(
+            &mut harness.storage,
+            &mut harness.grid,
+            &mut harness.manifest,
+            op,
+        );
+        if let Err(error) = result {
+            failure = Some(error);
+            break;
+        }
+    }
+    let error = failure.expect("compaction read a corrupt index block without an error");
+    let TreeError::Table(table_error @ TableError::Block(_)) = &error else {
+        panic!("corruption reported as {error}");
+    };
+    assert!(corrupted.contains(&table_error.address()), "{error}");
+}

@@ -191,7 +191,9 @@ impl Tree {
     }
 
     /// One beat of compaction for committed op `op` (ops come one by one, in order). See the
-    /// module documentation for what a beat does.
+    /// module documentation for what a beat does. An error (a corrupt input block, named by its
+    /// address, or a failed write) leaves the half-bar's jobs unfinished: the tree cannot go on
+    /// and must be reopened from a checkpoint once the block is repaired.
     pub fn compact(
         &mut self,
         storage: &mut impl Storage,
