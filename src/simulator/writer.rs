@@ -216,7 +216,7 @@ impl Simulation {
         self.journal = Some(journal);
         let op_head = report.op_head.unwrap_or(u64::MAX);
         self.trace(&[TRACE_RECOVERED, op_head, report.faulty.len() as u64]);
-        self.check_acknowledged()?;
+        self.check_acknowledged(&report)?;
         self.check_journal()?;
         self.maybe_checkpoint()
     }
@@ -271,7 +271,7 @@ impl Simulation {
 
     /// Every prepare acknowledged above the checkpoint reads back byte-identical, and the
     /// journal holds no other prepare above the checkpoint up to its head.
-    fn check_acknowledged(&mut self) -> Result<(), Stop> {
+    fn check_acknowledged(&mut self, report: &RecoveryReport) -> Result<(), Stop> {
         let journal = self.journal.as_mut().expect("recovered");
         let op_first = self.model.op_checkpoint + 1;
         for op in op_first..=self.model.op_head() {
@@ -281,8 +281,11 @@ impl Simulation {
                 ));
             };
             if journal.header_with_op(op) != Some(&prepared.header) {
+                let slot = op % self.config.journal_slot_count;
                 return failed(format!(
-                    "acknowledged op {op} is lost or changed after a restart"
+                    "acknowledged op {op} is lost or changed after a restart: recovery decided \
+                     {:?} for slot {slot}",
+                    report.decisions[slot as usize]
                 ));
             }
         }
