@@ -17,6 +17,8 @@
 
 pub mod compaction;
 pub mod driver;
+pub mod forest;
+pub mod groove;
 pub mod manifest;
 pub mod table;
 pub mod table_memory;
