@@ -15,5 +15,6 @@ pub mod layout;
 pub mod lsm;
 pub mod prng;
 pub mod simulator;
+pub mod state_machine;
 pub mod storage;
 pub mod superblock;
