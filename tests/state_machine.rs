@@ -4,7 +4,7 @@
 //! replaying the later ops, gives the same replies and rebuilds the same manifest; every
 //! `lookup_things` agrees with the model for present and absent ids, before and after the
 //! restart; the same ops give byte-identical grid blocks; a corrupt table or manifest block is an
-//! error naming its address.
+//! error naming its address; an op the checkpoint covers, executed again, is caught by the commit.
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::{Config, HEADER_SIZE};
@@ -398,4 +398,24 @@ fn a_corrupt_manifest_block_fails_the_open_with_its_address() {
     let error = harness.restart().err().expect("the open must fail");
     assert!(matches!(error, StateMachineError::Manifest(_)), "{error}");
     assert_eq!(error.address(), Some(address), "{error}");
+}
+
+#[test]
+#[should_panic(expected = "was executed before")]
+fn an_op_already_in_the_checkpoint_executed_again_is_caught_by_the_prefetched_lookup() {
+    let mut harness = Harness::new(5);
+    let mut workload = workload(5, 0);
+    run(&mut harness, &mut workload, 120);
+    // Restarted, the id of an op the checkpoint covers is only in the trees on the grid.
+    let mut harness = harness.restart().unwrap();
+    let op = harness.checkpoint - 10;
+    let echo = EchoOperation::Echo as u8;
+    harness
+        .machine
+        .prefetch(&mut harness.storage, &mut harness.grid, op, echo, &[])
+        .unwrap();
+    let mut output = harness.output.clone();
+    harness
+        .machine
+        .commit(CLIENT, op, timestamp(op), echo, &[], &mut output);
 }
