@@ -493,9 +493,10 @@ fn a_faulty_slot_stays_faulty_after_a_neighbour_header_write_and_a_restart() {
     assert_eq!(report.faulty[0].op, Some(20));
     assert_eq!(report.op_head, Some(80));
 
-    // Overwriting the slot with its next op repairs it.
+    // Appending on, contiguously as a solo replica does, overwrites the slot with its next op
+    // (84) and repairs it.
     let mut journal = journal;
-    write(&mut storage, &mut journal, 84);
+    write_ops(&mut storage, &mut journal, 81..=84);
     assert!(!journal.is_faulty(20) && !journal.is_dirty(20));
     let (journal, report) = recover(&mut storage, 51);
     assert!(report.faulty.is_empty());

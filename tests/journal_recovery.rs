@@ -237,7 +237,8 @@ fn an_unreadable_header_sector_is_rebuilt_from_the_prepares() {
 }
 
 #[test]
-fn a_corrupt_prepare_under_an_unreadable_header_sector_is_refused_with_its_op_unknown() {
+fn a_corrupt_prepare_under_an_unreadable_header_sector_is_refused_naming_the_op_contiguity_implies()
+{
     let (mut storage, _) = first_wrap(3);
     storage.fail_reads(Zone::WalHeaders, 0, SECTOR_SIZE);
     storage.corrupt_sector(Zone::WalPrepares, 5 * message_size_max());
@@ -246,9 +247,10 @@ fn a_corrupt_prepare_under_an_unreadable_header_sector_is_refused_with_its_op_un
     assert_eq!(
         error,
         RecoveryError::Lost {
+            // Neither ring names op 5 any more, but ops 1..=10 were appended in order.
             slots: vec![FaultySlot {
                 slot: 5,
-                op: None,
+                op: Some(5),
                 case: Case::A
             }],
             op_checkpoint: 0
@@ -291,7 +293,7 @@ fn a_torn_prepare_below_a_durable_one_is_a_gap_and_refused() {
         RecoveryError::Lost {
             slots: vec![FaultySlot {
                 slot: 11,
-                op: None,
+                op: Some(11),
                 case: Case::B
             }],
             op_checkpoint: 0

@@ -11,6 +11,24 @@ const SEEDS_NO_FAULTS: [u64; 3] = [2, 3, 10];
 const SEEDS_WAL_HEADERS: [u64; 3] = [1, 4, 5];
 const SEEDS_WAL_PREPARES: [u64; 3] = [6, 7, 398];
 
+/// Seeds that once lost an acknowledged prepare without a refusal: a misdirected prepare write
+/// left an older intact prepare in the slot and a crash tore its header sector, so recovery
+/// "fixed" the slot from the stale prepare. Recovery now refuses when an op between the
+/// checkpoint and the head is missing from its slot (a solo replica appends contiguously).
+const SEEDS_LOST_ACKNOWLEDGED_PREPARE: [u64; 3] = [6587, 10777, 13277];
+
+#[test]
+fn seeds_that_once_lost_an_acknowledged_prepare_now_refuse_as_the_contract_allows() {
+    for seed in SEEDS_LOST_ACKNOWLEDGED_PREPARE {
+        let summary = run(seed);
+        assert!(
+            summary.refusals >= 1,
+            "{summary}; reproduce: {}",
+            reproduce_command(seed)
+        );
+    }
+}
+
 fn run(seed: u64) -> Summary {
     // Printed first, so a panic inside a component still names the seed.
     println!("seed {seed}; reproduce: {}", reproduce_command(seed));

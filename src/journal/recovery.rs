@@ -219,19 +219,79 @@ pub fn op_named(read: &Read, slot: u64) -> Option<u64> {
 /// The single-node rule: a `vsr` slot needs a copy of its prepare from elsewhere, which a solo
 /// replica does not have. It can do without one only if the slot's op is known and at or below
 /// the latest checkpoint (its effects are in the checkpoint, and replay starts after it).
-/// Returns every `vsr` slot split into (needed, not needed), ascending by slot.
+///
+/// A solo replica also appends one op at a time, each only after the one before it was durable,
+/// so every op in `(op_checkpoint, op_max]` was acknowledged and must still be in its slot after
+/// recovery. A slot that would end up holding anything else — an older prepare a recovery case
+/// would "fix" from (a misdirected write left it there and a torn header hid the newer op), a
+/// reserved header, or nothing — lost an acknowledged prepare: it is needed, named with the op it
+/// should hold, whatever its case says.
+///
+/// Returns the slots start-up must refuse over, and the `vsr` slots it may keep faulty (below the
+/// checkpoint), each ascending by slot.
 pub fn faulty_slots(read: &Read, decisions: &[SlotDecision]) -> (Vec<FaultySlot>, Vec<FaultySlot>) {
     assert_eq!(decisions.len(), read.headers_redundant.len());
-    let faulty = decisions
-        .iter()
-        .enumerate()
-        .filter(|(_, decision)| decision.decision == Decision::Vsr)
-        .map(|(slot, decision)| FaultySlot {
+    let gaps = gaps(read, decisions);
+    let mut needed = Vec::new();
+    let mut not_needed = Vec::new();
+    for (slot, decision) in decisions.iter().enumerate() {
+        if let Some(gap) = gaps[slot] {
+            needed.push(gap);
+            continue;
+        }
+        if decision.decision != Decision::Vsr {
+            continue;
+        }
+        let faulty = FaultySlot {
             slot: slot as u64,
             op: op_named(read, slot as u64),
             case: decision.case,
-        });
-    faulty.partition(|faulty| faulty.op.is_none_or(|op| op > read.op_checkpoint))
+        };
+        if faulty.op.is_none_or(|op| op > read.op_checkpoint) {
+            needed.push(faulty);
+        } else {
+            not_needed.push(faulty);
+        }
+    }
+    (needed, not_needed)
+}
+
+/// Per slot: the acknowledged op in `(op_checkpoint, min(op_max, op_prepare_max)]` that the slot
+/// will not hold after its decision is applied, if any.
+fn gaps(read: &Read, decisions: &[SlotDecision]) -> Vec<Option<FaultySlot>> {
+    let slot_count = decisions.len() as u64;
+    let mut gaps = vec![None; decisions.len()];
+    let Some(op_max) = op_max(read) else {
+        return gaps;
+    };
+    let op_last = op_max.min(read.op_prepare_max);
+    // Only the newest `slot_count` ops can still be in the ring.
+    let op_first = (read.op_checkpoint + 1).max((op_last + 1).saturating_sub(slot_count));
+    for op in op_first..=op_last {
+        let slot = op % slot_count;
+        let decision = decisions[slot as usize];
+        if op_held(read, slot, decision.decision) != Some(op) {
+            gaps[slot as usize] = Some(FaultySlot {
+                slot,
+                op: Some(op),
+                case: decision.case,
+            });
+        }
+    }
+    gaps
+}
+
+/// The op `slot` holds once `decision` is applied: the agreeing header's for `eql`, the
+/// prepare's for `fix`, none otherwise (reserved or faulty).
+fn op_held(read: &Read, slot: u64, decision: Decision) -> Option<u64> {
+    let (h, p) = pair(read, slot);
+    let held = match decision {
+        Decision::Eql => h,
+        Decision::Fix => p,
+        _ => None,
+    };
+    held.filter(|header| !is_reserved(header))
+        .map(|header| prepare::op(&header))
 }
 
 #[cfg(test)]
@@ -408,7 +468,7 @@ mod tests {
         prepares[2] = None; // op 18, above the checkpoint
         prepares[10] = None; // op 10, at or below it
         let mut headers = headers;
-        headers[12] = Header::zeroed(); // op 12, but no ring names it now
+        headers[12] = Header::zeroed(); // op 12: no ring names it, but contiguity does
         prepares[12] = None;
         let read = Read {
             op_checkpoint: 11,
@@ -427,7 +487,7 @@ mod tests {
                 },
                 FaultySlot {
                     slot: 12,
-                    op: None,
+                    op: Some(12),
                     case: Case::A
                 }
             ]
@@ -440,7 +500,72 @@ mod tests {
                 case: Case::C
             }]
         );
-        assert_eq!(needed[1].to_string(), "slot 12 (op unknown, case @A)");
+        assert_eq!(needed[1].to_string(), "slot 12 (op 12, case @A)");
+    }
+
+    #[test]
+    fn an_older_prepare_under_a_torn_header_is_a_lost_acknowledged_op_not_a_fix() {
+        // Ops 1..=20 wrapped a 16-slot ring; op 18's prepare write was misdirected, so slot 2
+        // still holds op 2's intact prepare, and a crash tore slot 2's redundant header.
+        let (mut headers, mut prepares) = wal(1, 20);
+        prepares[2] = Some(prepare_header(2, 0));
+        headers[2] = Header::zeroed();
+        let mut read = read(&headers, &prepares);
+        read.op_prepare_max = 24;
+        read.op_checkpoint = 15;
+        let decisions = classify(&read).unwrap();
+        // The table alone would rewrite the header from the stale prepare (@E, fix)…
+        assert_eq!(
+            decisions[2],
+            SlotDecision {
+                case: Case::E,
+                decision: Decision::Fix
+            }
+        );
+        // …but op 18 was acknowledged (op 20 followed it), so start-up must refuse over it.
+        let (needed, not_needed) = faulty_slots(&read, &decisions);
+        assert_eq!(
+            needed,
+            vec![FaultySlot {
+                slot: 2,
+                op: Some(18),
+                case: Case::E
+            }]
+        );
+        assert!(not_needed.is_empty());
+    }
+
+    #[test]
+    fn a_lost_prepare_whose_header_names_an_old_op_is_still_needed_above_the_checkpoint() {
+        // Slot 2's newest op 18 is lost in both rings except an old header naming op 2 (≤ the
+        // checkpoint): without the contiguity rule it would look "not needed".
+        let (mut headers, mut prepares) = wal(1, 20);
+        headers[2] = prepare_header(2, 0);
+        prepares[2] = None;
+        let mut read = read(&headers, &prepares);
+        read.op_prepare_max = 24;
+        read.op_checkpoint = 15;
+        let decisions = classify(&read).unwrap();
+        assert_eq!(decisions[2].decision, Decision::Vsr);
+        let (needed, _) = faulty_slots(&read, &decisions);
+        assert_eq!(
+            needed,
+            vec![FaultySlot {
+                slot: 2,
+                op: Some(18),
+                case: Case::C
+            }]
+        );
+    }
+
+    #[test]
+    fn a_clean_wrapped_wal_has_no_gaps() {
+        let (headers, prepares) = wal(1, 20);
+        let mut read = read(&headers, &prepares);
+        read.op_prepare_max = 24;
+        read.op_checkpoint = 15;
+        let decisions = classify(&read).unwrap();
+        assert_eq!(faulty_slots(&read, &decisions), (vec![], vec![]));
     }
 
     #[test]
