@@ -374,7 +374,9 @@ fn the_same_ops_give_byte_identical_grid_blocks() {
             (image, harness.manifest)
         })
         .collect();
-    assert!(images[0].1.table_count() > 4);
+    // Compaction merged tables into deeper levels (with full-size output tables, a handful).
+    let tables_deep = images[0].1.iter().filter(|(level, _)| *level >= 1).count();
+    assert!(tables_deep >= 1 && images[0].1.table_count() >= 2);
     assert_eq!(images[0].1, images[1].1);
     assert_eq!(images[0].0.len(), images[1].0.len());
     assert!(images[0].0 == images[1].0, "the grid blocks differ");

@@ -1,14 +1,15 @@
 //! One compaction job of a tree (issue 5): a sorted merge of input runs — the immutable table,
-//! or one table of level L and the tables of level L+1 its key range overlaps — into new tables
+//! or some tables of level L and the tables of level L+1 their key range overlaps — into new tables
 //! of the output level, run in steps of exactly one block read or write so a tree can pace it
 //! over the beats of a half-bar ([`super::tree`]).
 //!
 //! Inputs are ordered newest first: when several hold a key, the first one's entry wins and the
 //! others are skipped. A tombstone is dropped when the output level is the last one, or when no
 //! table older than the output (in a level below it, as planned) has the key in its range;
-//! otherwise it is kept to hide the older value. Output tables hold at most
-//! `table_value_count_max` entries; their blocks are acquired from the job's own reservation,
-//! as they are sealed, so the same inputs in the same order give the same addresses and bytes.
+//! otherwise it is kept to hide the older value. Output tables are filled to the table's real
+//! capacity, [`TreeLayout::table_value_count_max`] entries (the value blocks one index block
+//! names, full), so deep levels hold few large tables; their blocks are acquired from the job's
+//! own reservation, as they are sealed, so the same inputs in the same order give the same addresses and bytes.
 //! The tree gives the job a reservation for each beat (sized for the blocks it may write in
 //! that beat) and takes it back at the beat's end.
 //!
@@ -128,7 +129,6 @@ impl Compaction {
     pub fn new(
         layout: TreeLayout,
         cluster: u128,
-        table_value_count_max: u32,
         plan: CompactionPlan,
         immutable: &TableImmutable,
     ) -> Compaction {
@@ -153,6 +153,8 @@ impl Compaction {
                 position: 0,
             });
         }
+        let table_value_count_max =
+            u32::try_from(layout.table_value_count_max()).expect("a table's entries fit u32");
         let tables_max = value_count_total.div_ceil(table_value_count_max as u64);
         let value_blocks_max =
             value_count_total.div_ceil(layout.value_count_max() as u64) + tables_max;

@@ -22,13 +22,20 @@
 //! table becomes the immutable one.
 //!
 //! **Merge choice.** Out of level L the oldest table (smallest `snapshot_min`, then key) is
-//! merged with the tables of level L+1 whose key ranges overlap it, into new tables of L+1 of at
-//! most a bar's entries each. Level 0 merges when the flush would take it over capacity; an odd
+//! merged, with as many more tables of L as fit one output table together — in level 0, whose
+//! tables overlap, the next oldest (a prefix by age, so no newer version is left above an older
+//! one moved down); deeper, its neighbours in key order — and with the tables of level L+1
+//! whose key ranges overlap them, into new tables of L+1 filled to the table's capacity
+//! ([`TreeLayout::table_value_count_max`]). Taking several small tables at once is what makes
+//! tables grow with depth when keys arrive in order (a new table overlaps nothing below it): deep
+//! levels hold few full tables. Level 0 merges when the flush would take it over capacity; an odd
 //! level when it is over capacity; an even level ≥ 2 when it is at capacity (it may receive a
-//! table in the second half). A merge removes one table from L and adds at most one to L+1, so
-//! at the end of every bar every level but the last is within its capacity. Tombstones are
-//! dropped when the output level is the last, or when no table in a level below the output (as
-//! planned) has the key in its range.
+//! table in the second half). A merge removes at least one table from L and adds at most one to
+//! L+1 (its L inputs hold at most one table's entries, and every L+1 input at most one), so at
+//! the end of every bar every level but the last is within its capacity. A beat's work stays
+//! bounded: a job reads and writes at most its inputs' blocks plus one table's more, divided over
+//! the half-bar's beats. Tombstones are dropped when the output level is the last, or when no
+//! table in a level below the output (as planned) has the key in its range.
 //!
 //! **Checkpoint and open** (ref §1.2). A checkpoint is written after `compact(trigger)`, when no
 //! job is running: the tree's durable state is its tables in the manifest, which cover the ops up
@@ -61,8 +68,6 @@ pub struct Tree {
     levels_count: u8,
     mutable: TableMutable,
     immutable: TableImmutable,
-    /// Entries an output table of a merge holds at most: a bar's.
-    table_value_count_max: u32,
     /// The jobs of the current half-bar, in plan order.
     jobs: Vec<Compaction>,
     /// Block I/Os a beat of the current half-bar may do.
@@ -104,7 +109,6 @@ impl Tree {
             levels_count: u8::try_from(config.lsm_levels).expect("levels fit u8"),
             mutable: TableMutable::new(layout, value_count_max),
             immutable: TableImmutable::new(layout, value_count_max),
-            table_value_count_max: value_count_max,
             jobs: Vec::new(),
             beat_io_max: 0,
             op_compacted_max: if op_checkpoint == 0 {
@@ -251,18 +255,19 @@ impl Tree {
             if count < threshold || tables.is_empty() {
                 continue;
             }
-            let oldest = *tables
-                .iter()
-                .min_by_key(|table| (table.snapshot_min, table.key_min))
-                .expect("the level has tables");
-            let mut tables_input = vec![(level, oldest)];
+            let mut tables_input: Vec<(u8, TableInfo)> = self
+                .inputs_from(tables, level)
+                .into_iter()
+                .map(|table| (level, table))
+                .collect();
+            let key_min = tables_input.iter().map(|(_, table)| table.key_min).min();
+            let key_max = tables_input.iter().map(|(_, table)| table.key_max).max();
+            let (key_min, key_max) = (key_min.expect("inputs"), key_max.expect("inputs"));
             tables_input.extend(
                 manifest
                     .tables(tree_id, level + 1)
                     .iter()
-                    .filter(|table| {
-                        table.key_min <= oldest.key_max && oldest.key_min <= table.key_max
-                    })
+                    .filter(|table| table.key_min <= key_max && key_min <= table.key_max)
                     .map(|table| (level + 1, *table)),
             );
             let plan = CompactionPlan {
@@ -279,14 +284,44 @@ impl Tree {
         self.beat_io_max = io_total.div_ceil(self.bar / 2).max(1);
     }
 
+    /// The tables of level `level` (its manifest `tables`, in key order) a merge takes, newest
+    /// first: the oldest table and, while their entries fit one output table, the next oldest
+    /// (level 0, whose tables overlap: a prefix by age, so no newer table is left behind) or
+    /// its neighbours in key order (deeper levels: right, then left).
+    fn inputs_from(&self, tables: &[TableInfo], level: u8) -> Vec<TableInfo> {
+        let value_count_max = self.layout.table_value_count_max();
+        let mut value_count = 0u64;
+        let mut fits = |table: &TableInfo| {
+            let fit = value_count + table.value_count as u64 <= value_count_max;
+            if fit {
+                value_count += table.value_count as u64;
+            }
+            fit
+        };
+        if level == 0 {
+            let mut by_age: Vec<TableInfo> = tables.to_vec();
+            by_age.sort_by_key(|table| (table.snapshot_min, table.key_min));
+            let mut inputs: Vec<TableInfo> = by_age.into_iter().take_while(fits).collect();
+            inputs.reverse();
+            return inputs;
+        }
+        let oldest = (0..tables.len())
+            .min_by_key(|at| (tables[*at].snapshot_min, tables[*at].key_min))
+            .expect("the level has tables");
+        assert!(fits(&tables[oldest]));
+        let mut end = oldest + 1;
+        while end < tables.len() && fits(&tables[end]) {
+            end += 1;
+        }
+        let mut start = oldest;
+        while start > 0 && fits(&tables[start - 1]) {
+            start -= 1;
+        }
+        tables[start..end].to_vec()
+    }
+
     fn push_job(&mut self, plan: CompactionPlan) {
-        let job = Compaction::new(
-            self.layout,
-            self.cluster,
-            self.table_value_count_max,
-            plan,
-            &self.immutable,
-        );
+        let job = Compaction::new(self.layout, self.cluster, plan, &self.immutable);
         self.jobs.push(job);
     }
 
