@@ -5,3 +5,4 @@ pub mod cli;
 pub mod grid;
 pub mod io;
 pub mod journal;
+pub mod state_machine;
