@@ -42,3 +42,14 @@ pub(crate) fn run<S: ActorState>(state: &mut S, requests: Receiver<S::Request>) 
         state.after_step();
     }
 }
+
+/// Pins the calling actor thread to `core`, if one is configured. A refusal is logged, naming
+/// the actor, and the actor runs unpinned: placement is a performance setting, not correctness.
+pub(crate) fn pin_current_thread(actor: &str, core: Option<usize>) {
+    let Some(core) = core else {
+        return;
+    };
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        tracing::warn!("could not pin the {actor} actor to core {core}; running unpinned");
+    }
+}

@@ -388,7 +388,7 @@ impl GridActor {
         let thread = std::thread::Builder::new()
             .name("pinion-grid".to_string())
             .spawn(move || {
-                pin(core);
+                crate::actor_loop::pin_current_thread("grid", core);
                 let mut io = io;
                 let opened = driver::open(&mut io, &config_actor, cluster, &checkpoint);
                 let grid = match opened {
@@ -435,14 +435,6 @@ impl GridActor {
         match thread.join() {
             Ok(grid) => grid.expect("a spawned grid actor opened its grid"),
             Err(_) => panic!("the grid actor panicked (see its message above)"),
-        }
-    }
-}
-
-fn pin(core: Option<usize>) {
-    if let Some(core) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            tracing::warn!("could not pin the grid actor to core {core}; running unpinned");
         }
     }
 }

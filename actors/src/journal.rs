@@ -125,13 +125,7 @@ impl JournalActor {
         let thread = std::thread::Builder::new()
             .name("pinion-journal".to_string())
             .spawn(move || {
-                if let Some(core) = core {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!(
-                            "could not pin the journal actor to core {core}; running unpinned"
-                        );
-                    }
-                }
+                crate::actor_loop::pin_current_thread("journal", core);
                 let mut state = state;
                 crate::actor_loop::run(&mut state, request_receiver);
             })?;

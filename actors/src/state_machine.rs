@@ -244,7 +244,7 @@ impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
         let thread = std::thread::Builder::new()
             .name("pinion-state-machine".to_string())
             .spawn(move || {
-                pin(core);
+                crate::actor_loop::pin_current_thread("state-machine", core);
                 let mut io = io;
                 let grid = match driver::open(&mut io, &config, cluster, &checkpoint) {
                     Ok(grid) => grid,
@@ -296,16 +296,6 @@ impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
         match thread.join() {
             Ok(owned) => owned.expect("a spawned state-machine actor opened its grid"),
             Err(_) => panic!("the state-machine actor panicked (see its message above)"),
-        }
-    }
-}
-
-fn pin(core: Option<usize>) {
-    if let Some(core) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            tracing::warn!(
-                "could not pin the state-machine actor to core {core}; running unpinned"
-            );
         }
     }
 }
