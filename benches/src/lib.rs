@@ -13,6 +13,7 @@
 //! reports a number from a run whose results were not checked (durable replies, recovered head,
 //! blocks read back with the checksum written).
 
+pub mod arguments;
 pub mod block_costs;
 pub mod cache_workload;
 pub mod comparison;

@@ -15,11 +15,11 @@
 //! Prints the medians of per-round ratios, and what validating and copying one block costs on
 //! this machine. `cargo run --release -p pinion-benches --bin grid_vs_fio -- --help`
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use pinion::config::Config;
 use pinion::layout::{Layout, Zone};
 use pinion_actors::benchmark::BenchmarkFile;
-use pinion_actors::io::BackendChoice;
+use pinion_benches::arguments::{pin_current_thread, BackendArgument, EngineArgument};
 use pinion_benches::block_costs;
 use pinion_benches::fio;
 use pinion_benches::grid_comparison::{self, GridRound, GridRow, PinionSample};
@@ -69,20 +69,6 @@ struct Arguments {
     markdown: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendArgument {
-    Auto,
-    Uring,
-    Portable,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EngineArgument {
-    #[value(name = "io_uring")]
-    IoUring,
-    Libaio,
-}
-
 /// What every run of one invocation shares.
 struct Bench<'a> {
     path: &'a Path,
@@ -117,11 +103,7 @@ fn run(arguments: &Arguments) -> Result<(), String> {
     let path = arguments
         .directory
         .join(format!("pinion-grid-vs-fio-{}.pinion", std::process::id()));
-    let backend = match arguments.io {
-        BackendArgument::Auto => BackendChoice::Auto,
-        BackendArgument::Uring => BackendChoice::Uring,
-        BackendArgument::Portable => BackendChoice::Portable,
-    };
+    let backend = arguments.io.choice();
     let started = Instant::now();
     let file = BenchmarkFile::create(&path, &config, backend, false)?;
     let setup = Setup {
@@ -141,10 +123,7 @@ fn run(arguments: &Arguments) -> Result<(), String> {
         config,
         blocks: filled.blocks,
         setup,
-        engine: match arguments.fio_ioengine {
-            EngineArgument::IoUring => fio::Engine::IoUring,
-            EngineArgument::Libaio => fio::Engine::Libaio,
-        },
+        engine: arguments.fio_ioengine.engine(),
         seconds: arguments.seconds,
         seed: arguments.seed,
     };
@@ -191,22 +170,6 @@ fn check(arguments: &Arguments) -> Result<(), String> {
     Ok(())
 }
 
-/// Pins the calling thread, which is the grid's caller.
-fn pin_current_thread(core: usize) -> Result<(), String> {
-    let available = core_affinity::get_core_ids().unwrap_or_default();
-    if !available.iter().any(|id| id.id == core) {
-        let ids: Vec<usize> = available.iter().map(|id| id.id).collect();
-        return Err(format!(
-            "--core {core} is not one of the cores available: {ids:?}"
-        ));
-    }
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        return Err(format!(
-            "the kernel refused to pin this thread to core {core}"
-        ));
-    }
-    Ok(())
-}
 
 fn depths(arguments: &Arguments) -> Vec<usize> {
     if arguments.depths.is_empty() {

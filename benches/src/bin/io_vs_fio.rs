@@ -7,12 +7,15 @@
 //!
 //! `cargo run --release -p pinion-benches --bin io_vs_fio -- --help`
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use pinion::config::Config;
 use pinion::layout::{Layout, Zone};
 use pinion_actors::benchmark::workload::{self, Limits, Region, Workload};
 use pinion_actors::benchmark::{measure, region, BenchmarkFile, Setup};
 use pinion_actors::io::{BackendChoice, BackendKind, Durability};
+use pinion_benches::arguments::{
+    pin_current_thread, BackendArgument, DurabilityArgument, EngineArgument,
+};
 use pinion_benches::comparison::{self, Pair, Row, Sample};
 use pinion_benches::fio;
 use std::path::{Path, PathBuf};
@@ -62,26 +65,6 @@ struct Arguments {
     markdown: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendArgument {
-    Auto,
-    Uring,
-    Portable,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EngineArgument {
-    #[value(name = "io_uring")]
-    IoUring,
-    Libaio,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DurabilityArgument {
-    Dsync,
-    Barrier,
-}
-
 /// What every run of one invocation shares.
 struct Bench<'a> {
     path: &'a Path,
@@ -120,11 +103,7 @@ fn run(arguments: &Arguments) -> Result<(), String> {
     let path = arguments
         .directory
         .join(format!("pinion-io-vs-fio-{}.pinion", std::process::id()));
-    let backend = match arguments.io {
-        BackendArgument::Auto => BackendChoice::Auto,
-        BackendArgument::Uring => BackendChoice::Uring,
-        BackendArgument::Portable => BackendChoice::Portable,
-    };
+    let backend = arguments.io.choice();
     let file = BenchmarkFile::create(&path, &config, backend, false)?;
     let bench = Bench {
         path: file.path(),
@@ -132,10 +111,7 @@ fn run(arguments: &Arguments) -> Result<(), String> {
         config,
         region,
         backend,
-        engine: match arguments.fio_ioengine {
-            EngineArgument::IoUring => fio::Engine::IoUring,
-            EngineArgument::Libaio => fio::Engine::Libaio,
-        },
+        engine: arguments.fio_ioengine.engine(),
         core: arguments.core,
         seconds: arguments.seconds,
     };
@@ -169,22 +145,6 @@ fn run(arguments: &Arguments) -> Result<(), String> {
     Ok(())
 }
 
-/// Pins the calling thread, which drives pinion's workload as the io actor's client.
-fn pin_current_thread(core: usize) -> Result<(), String> {
-    let available = core_affinity::get_core_ids().unwrap_or_default();
-    if !available.iter().any(|id| id.id == core) {
-        let ids: Vec<usize> = available.iter().map(|id| id.id).collect();
-        return Err(format!(
-            "--core {core} is not one of the cores available: {ids:?}"
-        ));
-    }
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        return Err(format!(
-            "the kernel refused to pin this thread to core {core}"
-        ));
-    }
-    Ok(())
-}
 
 fn selected_workloads(names: &[String]) -> Result<Vec<Workload>, String> {
     if names.is_empty() {
@@ -207,10 +167,7 @@ fn selected_workloads(names: &[String]) -> Result<Vec<Workload>, String> {
 fn rows(durabilities: &[DurabilityArgument], workloads: &[Workload]) -> Vec<Row> {
     let mut rows = Vec::with_capacity(durabilities.len() * workloads.len());
     for durability in durabilities {
-        let durability = match durability {
-            DurabilityArgument::Dsync => Durability::Dsync,
-            DurabilityArgument::Barrier => Durability::Barrier,
-        };
+        let durability = durability.durability();
         for workload in workloads {
             rows.push(Row {
                 durability,

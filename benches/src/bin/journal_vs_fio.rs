@@ -18,6 +18,9 @@ use pinion::config::{round_up_sector, Config};
 use pinion::layout::{Layout, Zone};
 use pinion_actors::benchmark::BenchmarkFile;
 use pinion_actors::io::{BackendChoice, DataFile, Durability, IoActor, IoConfig, IoStats};
+use pinion_benches::arguments::{
+    pin_current_thread, BackendArgument, DurabilityArgument, EngineArgument,
+};
 use pinion_benches::fio;
 use pinion_benches::journal_comparison::{
     self, AppendPair, AppendRow, AppendSample, RecoveryRound,
@@ -81,26 +84,6 @@ struct Arguments {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendArgument {
-    Auto,
-    Uring,
-    Portable,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EngineArgument {
-    #[value(name = "io_uring")]
-    IoUring,
-    Libaio,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DurabilityArgument {
-    Dsync,
-    Barrier,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
     Appends,
     Recovery,
@@ -152,11 +135,7 @@ fn run(arguments: &Arguments) -> Result<(), String> {
         "pinion-journal-vs-fio-{}.pinion",
         std::process::id()
     ));
-    let backend = match arguments.io {
-        BackendArgument::Auto => BackendChoice::Auto,
-        BackendArgument::Uring => BackendChoice::Uring,
-        BackendArgument::Portable => BackendChoice::Portable,
-    };
+    let backend = arguments.io.choice();
     let started = Instant::now();
     let file = BenchmarkFile::create(&path, &config, backend, false)?;
     let bench = Bench {
@@ -165,10 +144,7 @@ fn run(arguments: &Arguments) -> Result<(), String> {
         zone_size_bytes: layout.zone_size(Zone::WalPrepares),
         config,
         backend,
-        engine: match arguments.fio_ioengine {
-            EngineArgument::IoUring => fio::Engine::IoUring,
-            EngineArgument::Libaio => fio::Engine::Libaio,
-        },
+        engine: arguments.fio_ioengine.engine(),
         core: arguments.core,
         seconds: arguments.seconds,
     };
@@ -240,23 +216,6 @@ fn check(arguments: &Arguments) -> Result<(), String> {
         .any(|depth| *depth == 0 || *depth > 32)
     {
         return Err("--depth must be between 1 and journal_iops_write_max (32)".to_string());
-    }
-    Ok(())
-}
-
-/// Pins the calling thread, which is the journal actor's client.
-fn pin_current_thread(core: usize) -> Result<(), String> {
-    let available = core_affinity::get_core_ids().unwrap_or_default();
-    if !available.iter().any(|id| id.id == core) {
-        let ids: Vec<usize> = available.iter().map(|id| id.id).collect();
-        return Err(format!(
-            "--core {core} is not one of the cores available: {ids:?}"
-        ));
-    }
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        return Err(format!(
-            "the kernel refused to pin this thread to core {core}"
-        ));
     }
     Ok(())
 }
@@ -427,10 +386,7 @@ fn append_rows(arguments: &Arguments) -> Vec<AppendRow> {
     };
     let mut rows = Vec::new();
     for durability in &arguments.durability {
-        let durability = match durability {
-            DurabilityArgument::Dsync => Durability::Dsync,
-            DurabilityArgument::Barrier => Durability::Barrier,
-        };
+        let durability = durability.durability();
         for size in &sizes {
             for depth in &depths {
                 rows.push(AppendRow {
