@@ -143,7 +143,7 @@ struct Run {
     commit_us: f64,
     compact_us: f64,
     checkpoint_us: f64,
-    tables: usize,
+    tables: u64,
 }
 
 fn per_op_us(duration: Duration, ops: u64) -> f64 {
