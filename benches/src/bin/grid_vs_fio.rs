@@ -170,7 +170,6 @@ fn check(arguments: &Arguments) -> Result<(), String> {
     Ok(())
 }
 
-
 fn depths(arguments: &Arguments) -> Vec<usize> {
     if arguments.depths.is_empty() {
         vec![1, 8]

@@ -145,7 +145,6 @@ fn run(arguments: &Arguments) -> Result<(), String> {
     Ok(())
 }
 
-
 fn selected_workloads(names: &[String]) -> Result<Vec<Workload>, String> {
     if names.is_empty() {
         return Ok(workload::WORKLOADS.to_vec());
