@@ -8,7 +8,7 @@
 use pinion::buffer::AlignedBuf;
 use pinion::checkpoint::checkpoint_after;
 use pinion::checksum::Checksum;
-use pinion::config::{Config, HEADER_SIZE};
+use pinion::config::Config;
 use pinion::grid::block::{block_offset_in_zone, BlockHeader, BlockType, BLOCK_METADATA_SIZE};
 use pinion::grid::free_set::FreeSet;
 use pinion::grid::trailer::{TrailerFault, TrailerKind};
@@ -16,7 +16,7 @@ use pinion::grid::{
     block, driver, CheckpointError, CreateStart, Event, Grid, GridCheckpoint, OpenError,
 };
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::{Layout, Zone};
 use pinion::prng::Prng;
 use pinion::storage::simulated::{FaultOptions, Latency, Options, Probability, SimulatedStorage};
@@ -83,8 +83,6 @@ fn reopen(storage: &mut SimulatedStorage) -> (SuperblockHeader, Result<Grid, Ope
 
 /// The prepare header of checkpoint op `op`.
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: 1,
         op,
@@ -94,9 +92,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: 128,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// The op of the checkpoint after the working one.

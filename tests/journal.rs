@@ -6,7 +6,7 @@ use pinion::buffer::AlignedBuf;
 use pinion::config::{Config, HEADERS_PER_SECTOR, HEADER_SIZE, SECTOR_SIZE};
 use pinion::format;
 use pinion::header::prepare::{self, Prepare};
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::journal::recovery::header_ok;
 use pinion::journal::recovery_table::{Case, Decision};
 use pinion::journal::{
@@ -60,8 +60,6 @@ fn body(op: u64) -> Vec<u8> {
 }
 
 fn prepare_header(op: u64, body: &[u8]) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, (256 + body.len()) as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: 7,
         op,
@@ -71,9 +69,7 @@ fn prepare_header(op: u64, body: &[u8]) -> Header {
         operation: 128,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(body);
-    header
+    .header(CLUSTER, body)
 }
 
 fn message(header: &Header, body: &[u8]) -> AlignedBuf {

@@ -4,7 +4,6 @@ use pinion::buffer::AlignedBuf;
 use pinion::config::Config;
 use pinion::format;
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
 use pinion::journal::inspect::{self, WalInspection};
 use pinion::journal::recovery::Read;
 use pinion::journal::recovery_table::{Case, Decision};
@@ -17,9 +16,7 @@ const CLUSTER: u128 = 0xC0FFEE;
 fn write(storage: &mut SimulatedStorage, journal: &mut Journal, op: u64) {
     let config = Config::small();
     let body = vec![op as u8; (op * 331 % 2000) as usize];
-    let mut header = Header::new(Command::Prepare, CLUSTER, (256 + body.len()) as u32);
-    header.set_release(RELEASE);
-    let fields = Prepare {
+    let header = Prepare {
         client: 7,
         op,
         commit: op - 1,
@@ -27,9 +24,8 @@ fn write(storage: &mut SimulatedStorage, journal: &mut Journal, op: u64) {
         request: op as u32,
         operation: 128,
         ..Prepare::default()
-    };
-    fields.encode(&mut header);
-    header.seal(&body);
+    }
+    .header(CLUSTER, &body);
     let mut message = AlignedBuf::new(config.message_size_max as usize);
     fill_message(&mut message, &header, &body);
     let written = driver::write_prepare(storage, journal, message);

@@ -5,11 +5,11 @@
 //! with its address; and the same sequence gives byte-identical blocks.
 
 use pinion::checkpoint::checkpoint_after;
-use pinion::config::{Config, HEADER_SIZE};
+use pinion::config::Config;
 use pinion::grid::block::{block_offset_in_zone, BlockFault};
 use pinion::grid::{driver as grid_driver, Grid, ReadOptions};
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::{Layout, Zone};
 use pinion::lsm::driver::{self, Lookup};
 use pinion::lsm::manifest::{entries_per_block, Manifest, ManifestError, ManifestReference};
@@ -69,8 +69,6 @@ fn reopen(
 }
 
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: 1,
         op,
@@ -80,9 +78,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: 128,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 fn checkpoint(

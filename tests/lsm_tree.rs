@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 
 use pinion::checkpoint::checkpoint_after;
-use pinion::config::{Config, HEADER_SIZE};
+use pinion::config::Config;
 use pinion::grid::block::block_offset_in_zone;
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::{Layout, Zone};
 use pinion::lsm::compaction::TreeError;
 use pinion::lsm::driver;
@@ -231,8 +231,6 @@ impl Harness {
 }
 
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: 1,
         op,
@@ -242,9 +240,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: 128,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 #[test]

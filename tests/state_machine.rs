@@ -7,11 +7,11 @@
 //! error naming its address; an op the checkpoint covers, executed again, is caught by the commit.
 
 use pinion::checkpoint::checkpoint_after;
-use pinion::config::{Config, HEADER_SIZE};
+use pinion::config::Config;
 use pinion::grid::block::block_offset_in_zone;
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::{Layout, Zone};
 use pinion::lsm::groove::{Thing, TREE_ID_IDS};
 use pinion::lsm::manifest::Manifest;
@@ -46,8 +46,6 @@ fn timestamp(op: u64) -> u64 {
 }
 
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: CLIENT,
         op,
@@ -57,9 +55,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: EchoOperation::Echo as u8,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// An echo state machine with its data file and grid, committing ops as a replica would.

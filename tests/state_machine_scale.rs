@@ -15,10 +15,10 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use pinion::checkpoint::checkpoint_after;
-use pinion::config::{Config, HEADER_SIZE, SECTOR_SIZE};
+use pinion::config::{Config, SECTOR_SIZE};
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::Layout;
 use pinion::lsm::groove::Thing;
 use pinion::state_machine::echo::{
@@ -105,8 +105,6 @@ fn timestamp(op: u64) -> u64 {
 }
 
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: CLIENT,
         op,
@@ -116,9 +114,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: EchoOperation::Echo as u8,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// The echo body of op `op`: its number, so every Thing's value differs.

@@ -9,7 +9,7 @@ use pinion::config::{Config, HEADER_SIZE};
 use pinion::grid::block::{self, BlockHeader, BlockType, BLOCK_METADATA_SIZE};
 use pinion::grid::driver;
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::{Header, RELEASE};
 use pinion::layout::Layout;
 use pinion::superblock::{self, OpenOptions};
 use pinion_actors::io::{DataFile, Durability, IoActor, IoConfig};
@@ -74,8 +74,6 @@ fn sealed(address: u64) -> AlignedBuf {
 }
 
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: 1,
         op,
@@ -85,9 +83,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: 128,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// A small-preset file whose working checkpoint has blocks 1..=10 acquired (and written),

@@ -4,7 +4,7 @@
 use pinion::buffer::AlignedBuf;
 use pinion::config::Config;
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::journal::{fill_message, WriteOutcome};
 use pinion::layout::Layout;
 use pinion_actors::io::{DataFile, Durability, IoActor, IoConfig};
@@ -21,9 +21,7 @@ fn body(op: u64) -> Vec<u8> {
 
 fn prepare_message(config: &Config, op: u64) -> (Header, AlignedBuf) {
     let body = body(op);
-    let mut header = Header::new(Command::Prepare, CLUSTER, (256 + body.len()) as u32);
-    header.set_release(RELEASE);
-    let fields = Prepare {
+    let header = Prepare {
         client: 9,
         op,
         commit: op - 1,
@@ -31,9 +29,8 @@ fn prepare_message(config: &Config, op: u64) -> (Header, AlignedBuf) {
         request: op as u32,
         operation: 128,
         ..Prepare::default()
-    };
-    fields.encode(&mut header);
-    header.seal(&body);
+    }
+    .header(CLUSTER, &body);
     let mut message = AlignedBuf::new(config.message_size_max as usize);
     fill_message(&mut message, &header, &body);
     (header, message)

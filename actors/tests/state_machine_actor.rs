@@ -7,10 +7,10 @@
 //! address, and the commit and compact pipelined behind it are answered with that error, unrun.
 
 use pinion::checkpoint::checkpoint_after;
-use pinion::config::{Config, HEADER_SIZE};
+use pinion::config::Config;
 use pinion::grid::block::block_offset_in_zone;
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::Layout;
 use pinion::layout::Zone;
 use pinion::lsm::groove::{Thing, TREE_ID_IDS};
@@ -40,8 +40,6 @@ fn timestamp(op: u64) -> u64 {
 
 /// The prepare header of checkpoint op `op`.
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: CLIENT,
         op,
@@ -51,9 +49,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: EchoOperation::Echo as u8,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// A formatted small-preset data file at `path`.

@@ -19,7 +19,7 @@ use pinion::config::{Config, HEADER_SIZE};
 use pinion::grid::block::{self, BlockHeader, BlockType, BLOCK_METADATA_SIZE};
 use pinion::grid::{driver, Event, Grid, ReadOptions, ReadStart};
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, HEADER_BYTES, RELEASE};
+use pinion::header::{Header, HEADER_BYTES, RELEASE};
 use pinion::layout::{Layout, Zone};
 use pinion::prng::Prng;
 use pinion::storage::{IoKind, IoRequest, Storage};
@@ -315,8 +315,6 @@ fn checkpoint(
 
 /// The prepare header of checkpoint op `op` (what the superblock names as the checkpoint).
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: 1,
         op,
@@ -326,9 +324,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: 128,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// One timed run of random reads.

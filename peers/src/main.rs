@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pinion::checkpoint::checkpoint_after;
-use pinion::config::{Config, HEADER_SIZE};
+use pinion::config::Config;
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
-use pinion::header::{Command, Header, RELEASE};
+use pinion::header::Header;
 use pinion::layout::Layout;
 use pinion::lsm::groove::Thing;
 use pinion::state_machine::echo::{
@@ -154,8 +154,6 @@ fn per_op_us(duration: Duration, ops: u64) -> f64 {
 // pinion
 
 fn checkpoint_header(op: u64) -> Header {
-    let mut header = Header::new(Command::Prepare, CLUSTER, HEADER_SIZE as u32);
-    header.set_release(RELEASE);
     Prepare {
         client: CLIENT,
         op,
@@ -165,9 +163,7 @@ fn checkpoint_header(op: u64) -> Header {
         operation: EchoOperation::Echo as u8,
         ..Prepare::default()
     }
-    .encode(&mut header);
-    header.seal(&[]);
-    header
+    .header(CLUSTER, &[])
 }
 
 /// A replica's commit loop over the echo state machine on a real data file (no journal).

@@ -73,6 +73,19 @@ impl Prepare {
     }
 }
 
+impl Prepare {
+    /// A sealed prepare header with these fields carrying `body`: command prepare, this build's
+    /// release, view 0, size = 256 + the body's length.
+    pub fn header(&self, cluster: u128, body: &[u8]) -> Header {
+        let size = u32::try_from(HEADER_SIZE as usize + body.len()).expect("prepare size fits u32");
+        let mut header = Header::new(Command::Prepare, cluster, size);
+        header.set_release(super::RELEASE);
+        self.encode(&mut header);
+        header.seal(body);
+        header
+    }
+}
+
 /// The op of a prepare header, for hot paths that need only it.
 pub fn op(header: &Header) -> u64 {
     header.u64_at(offset::OP)

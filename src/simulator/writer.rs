@@ -20,7 +20,6 @@ use crate::buffer::AlignedBuf;
 use crate::checkpoint;
 use crate::config::{round_up_sector, Config, HEADERS_PER_SECTOR, HEADER_SIZE, SECTOR_SIZE};
 use crate::header::prepare::{self, Prepare};
-use crate::header::{Command, Header, RELEASE};
 use crate::journal::recovery::header_ok;
 use crate::journal::{
     fill_message, prepare_intact, Event, FaultySlot, Journal, RecoveryError, RecoveryReport,
@@ -388,9 +387,7 @@ impl Simulation {
         let body_size = prng.range_inclusive(0, self.parameters.body_size_max);
         let mut body = vec![0u8; body_size as usize];
         prng.fill(&mut body);
-        let mut header = Header::new(Command::Prepare, CLUSTER, (HEADER_SIZE + body_size) as u32);
-        header.set_release(RELEASE);
-        Prepare {
+        let header = Prepare {
             parent: self.model.head.checksum(),
             checkpoint_id: self.superblock.checkpoint_id(),
             client: 1,
@@ -401,8 +398,7 @@ impl Simulation {
             operation: 128,
             ..Prepare::default()
         }
-        .encode(&mut header);
-        header.seal(&body);
+        .header(CLUSTER, &body);
         Prepared { header, body }
     }
 
