@@ -18,6 +18,8 @@
 
 mod command;
 pub mod prepare;
+pub mod reply;
+pub mod request;
 
 pub use command::{Command, Operation};
 
@@ -287,6 +289,9 @@ impl Header {
                 return Err(HeaderError::Reserved { field: "protocol" })
             }
             Command::Prepare => prepare::validate(self)?,
+            Command::Request => request::validate(self)?,
+            Command::Reply => reply::validate(self)?,
+            Command::Eviction => reply::validate_eviction(self)?,
             _ => {}
         }
         Ok(())
