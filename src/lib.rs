@@ -14,6 +14,7 @@ pub mod journal;
 pub mod layout;
 pub mod lsm;
 pub mod prng;
+pub mod replica;
 pub mod simulator;
 pub mod state_machine;
 pub mod storage;

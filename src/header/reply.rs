@@ -130,6 +130,8 @@ pub enum EvictionReason {
     SessionUnknown = 2,
     /// The request number was from the future: the client skipped a request.
     RequestFromFuture = 3,
+    /// The request's operation or body is not one the state machine accepts.
+    InvalidRequest = 4,
 }
 
 impl EvictionReason {
@@ -138,6 +140,7 @@ impl EvictionReason {
             1 => Some(EvictionReason::NoSession),
             2 => Some(EvictionReason::SessionUnknown),
             3 => Some(EvictionReason::RequestFromFuture),
+            4 => Some(EvictionReason::InvalidRequest),
             _ => None,
         }
     }
