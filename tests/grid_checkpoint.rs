@@ -244,7 +244,7 @@ fn acquire_release_checkpoint_crash_reopen_restores_the_same_free_set_and_traile
         for round in 0..4 {
             interval(&mut storage, &mut grid, &mut prng, &mut live);
             let header = checkpoint_header(op_next(&working));
-            let grid_checkpoint = driver::checkpoint(&mut storage, &mut grid).unwrap();
+            let grid_checkpoint = driver::checkpoint(&mut storage, &mut grid, &[]).unwrap();
             let request = UpdateRequest {
                 vsr_state: driver::checkpoint_vsr_state(&working, header, &grid_checkpoint),
                 view_headers: None,
@@ -314,7 +314,7 @@ fn checkpoint_crashing(
     crash_after: usize,
 ) -> bool {
     let mut completions = 0;
-    grid.checkpoint().unwrap();
+    grid.checkpoint(&[]).unwrap();
     let grid_checkpoint: GridCheckpoint = loop {
         driver::submit_requests(storage, grid);
         if let Some(event) = grid.next_event() {
@@ -564,7 +564,7 @@ fn a_checkpoint_waits_for_its_trailer_blocks_and_nothing_may_change_the_free_set
     let mut storage = storage(10);
     let (_, mut grid) = format(&mut storage);
     acquire(&mut grid, 10);
-    grid.checkpoint().unwrap();
+    grid.checkpoint(&[]).unwrap();
     assert!(
         grid.next_event().is_none(),
         "the trailer blocks are not yet durable"
@@ -595,7 +595,7 @@ fn a_checkpoint_beyond_the_storage_limit_is_refused_and_changes_nothing() {
     let limit = grid.free_set().blocks_count_limit();
     acquire(&mut grid, limit);
     let before = state(grid.free_set());
-    let error = grid.checkpoint().unwrap_err();
+    let error = grid.checkpoint(&[]).unwrap_err();
     assert!(matches!(error, CheckpointError::StorageLimit(_)), "{error}");
     assert!(error.to_string().contains("larger storage limit"));
     assert_eq!(state(grid.free_set()), before);

@@ -93,8 +93,8 @@ fn checkpoint(
         config.vsr_checkpoint_ops(),
         config.lsm_compaction_ops,
     );
-    driver::checkpoint_with_superblock(storage, grid, manifest, working, checkpoint_header(op))
-        .unwrap()
+    let header = checkpoint_header(op);
+    driver::checkpoint_with_superblock(storage, grid, manifest, working, header, &[]).unwrap()
 }
 
 fn layout(tree_id: u16) -> TreeLayout {

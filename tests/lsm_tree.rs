@@ -140,6 +140,7 @@ impl Harness {
                 &mut self.manifest,
                 &self.working,
                 checkpoint_header(self.checkpoint_next),
+                &[],
             )
             .unwrap();
             self.checkpoint = self.checkpoint_next;

@@ -5,16 +5,21 @@
 //! `lookup_things` agrees with the model for present and absent ids, before and after the
 //! restart; the same ops give byte-identical grid blocks; a corrupt table or manifest block is an
 //! error naming its address; an op the checkpoint covers, executed again, is caught by the commit.
+//! Every checkpoint carries a client-sessions trailer (full size, or empty for one op in three)
+//! that a restart gives back byte for byte; a corrupt client-sessions block refuses the open,
+//! naming its address.
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
 use pinion::grid::block::block_offset_in_zone;
-use pinion::grid::{driver as grid_driver, Grid};
+use pinion::grid::trailer::{TrailerFault, TrailerKind};
+use pinion::grid::{driver as grid_driver, Grid, OpenError};
 use pinion::header::prepare::Prepare;
 use pinion::header::Header;
 use pinion::layout::{Layout, Zone};
 use pinion::lsm::groove::{Thing, TREE_ID_IDS};
 use pinion::lsm::manifest::Manifest;
+use pinion::prng::Prng;
 use pinion::state_machine::echo::{
     lookup_reply_things, lookup_request, EchoOperation, EchoOptions, EchoStateMachine,
 };
@@ -56,6 +61,19 @@ fn checkpoint_header(op: u64) -> Header {
         ..Prepare::default()
     }
     .header(CLUSTER, &[])
+}
+
+/// The client-sessions bytes the harness checkpoints at op `op` (standing in for the replica's
+/// client table): empty for one checkpoint op in three, else the full
+/// `clients_max × CLIENT_SESSION_ENTRY_SIZE` bytes, drawn from the op. The root checkpoint
+/// (op 0) records none.
+fn client_sessions(config: &Config, op: u64) -> Vec<u8> {
+    if op % 3 == 0 {
+        return Vec::new();
+    }
+    let size = TrailerKind::ClientSessions.size_bytes_max(config) as usize;
+    let mut prng = Prng::new(op);
+    (0..size).map(|_| prng.below(256) as u8).collect()
 }
 
 /// An echo state machine with its data file and grid, committing ops as a replica would.
@@ -114,9 +132,14 @@ impl Harness {
         }
     }
 
-    /// Restarts from the checkpoint the data file names: superblock, grid, forest. The caller
-    /// replays the ops after it.
+    /// Restarts from the checkpoint the data file names: superblock, grid, forest; the open
+    /// gives back the checkpoint's client sessions. The caller replays the ops after it.
     fn restart(self) -> Result<Harness, StateMachineError> {
+        self.restart_grid().expect("the grid opens")
+    }
+
+    /// [`Harness::restart`], or why the grid (its trailers) could not be opened.
+    fn restart_grid(self) -> Result<Result<Harness, StateMachineError>, OpenError> {
         let Harness {
             config,
             mut storage,
@@ -129,19 +152,25 @@ impl Harness {
         };
         let working = superblock::open(&mut storage, options).unwrap().superblock;
         let checkpoint = &working.vsr_state.checkpoint;
-        let mut grid = grid_driver::open(&mut storage, &config, CLUSTER, checkpoint).unwrap();
+        let mut grid = grid_driver::open(&mut storage, &config, CLUSTER, checkpoint)?;
         let options = EchoOptions::from_config(&config);
         let mut machine = EchoStateMachine::new(&config, CLUSTER, options);
-        let completion = machine.open(&mut storage, &mut grid, &working)?;
-        assert_eq!(
-            completion,
-            Completion::Opened {
-                op_checkpoint: working.op_checkpoint()
-            }
+        let completion = match machine.open(&mut storage, &mut grid, &working) {
+            Ok(completion) => completion,
+            Err(error) => return Ok(Err(error)),
+        };
+        let op_checkpoint = working.op_checkpoint();
+        assert!(
+            completion
+                == Completion::Opened {
+                    op_checkpoint,
+                    client_sessions: client_sessions(&config, op_checkpoint),
+                },
+            "the open gave back other client sessions than checkpoint {op_checkpoint} recorded"
         );
         let mut harness = Harness::with(config, storage, working, grid, machine);
         harness.history = history;
-        Ok(harness)
+        Ok(Ok(harness))
     }
 
     /// Replays the ops after the checkpoint the harness was opened from, as the first time.
@@ -205,6 +234,7 @@ impl Harness {
                 &mut self.grid,
                 &self.working,
                 checkpoint_header(self.checkpoint_next),
+                &client_sessions(&self.config, self.checkpoint_next),
             )?;
             let Completion::Checkpointed {
                 op_checkpoint,

@@ -1,28 +1,39 @@
 //! The grid's part of a checkpoint (ref §4.5, §4.6, single node), and opening the grid from one.
 //!
-//! **Checkpoint** ([`Grid::checkpoint`]), once every other component has acquired its blocks:
-//! 1. encode both free-set bitsets (acquired, released) — the previous checkpoint must be
+//! The grid writes and reads all three checkpoint trailers: the two free-set encodings and the
+//! client sessions (an opaque byte string its caller — the replica, through the state machine —
+//! hands in at a checkpoint and gets back at open).
+//!
+//! **Checkpoint** ([`Grid::checkpoint`]), once every other component has acquired its blocks
+//! (the manifest's):
+//! 1. acquire the client-sessions trailer's blocks. They are acquired *before* the free set is
+//!    encoded, like the manifest's, so the encoding holds them as acquired;
+//! 2. encode both free-set bitsets (acquired, released) — the previous checkpoint must be
 //!    durable, and no reservation active;
-//! 2. only then acquire the blocks of the two trailers that hold those encodings (the free-set
+//! 3. only then acquire the blocks of the two trailers that hold those encodings (the free-set
 //!    trailer paradox: acquiring them first would change what is encoded), so they are absent
 //!    from the encoding;
-//! 3. seal every trailer block and write it through the write path (`create_block`'s queue and
+//! 4. seal every trailer block and write it through the write path (`create_block`'s queue and
 //!    IOPs, write-through to the cache);
-//! 4. when all are durable, report a [`GridCheckpoint`]: both trailer references and the storage
-//!    size (`data_file_size_min + highest acquired address × block_size`), which the caller
-//!    records in the new `CheckpointState` ([`GridCheckpoint::apply`]) with `superblock::update`;
-//! 5. once the superblock names it, [`Grid::mark_checkpoint_not_durable`]: the free set's
-//!    checkpoint becomes not durable, *then* the trailer blocks just written are released, so
-//!    they are freed one checkpoint later;
-//! 6. later [`Grid::checkpoint_durable`] frees the blocks released before the checkpoint.
+//! 5. when all are durable, report a [`GridCheckpoint`]: the three trailer references and the
+//!    storage size (`data_file_size_min + highest acquired address × block_size`), which the
+//!    caller records in the new `CheckpointState` ([`GridCheckpoint::apply`]) with
+//!    `superblock::update`;
+//! 6. once the superblock names it, [`Grid::mark_checkpoint_not_durable`]: the free set's
+//!    checkpoint becomes not durable, *then* every trailer block just written (free set × 2,
+//!    client sessions) is released, so it is freed one checkpoint later — when the checkpoint
+//!    after this one, which no longer references it, is durable;
+//! 7. later [`Grid::checkpoint_durable`] frees the blocks released before the checkpoint.
 //!
-//! Between steps 1 and 5 nothing may reserve, release or create blocks (asserted): the
+//! Between steps 1 and 6 nothing may reserve, release or create blocks (asserted): the
 //! checkpoint's encoding would no longer describe the free set.
 //!
-//! **Open** ([`Grid::open`]) reads both free-set trailers the checkpoint state names, decodes the
-//! bitsets, and patches the trailers' own blocks back in as acquired and released (to be freed
-//! one checkpoint later), which restores exactly the free set step 5 left. It then checks the
-//! recorded storage size against the highest acquired address.
+//! **Open** ([`Grid::open`]) reads the three trailers the checkpoint state names, decodes the
+//! bitsets, patches the free-set trailers' own blocks back in as acquired and released, and
+//! releases the client-sessions trailer's blocks (acquired in the encoding): both to be freed
+//! one checkpoint later, which restores exactly the free set step 6 left. It then checks the
+//! recorded storage size against the highest acquired address. The client-sessions bytes stay
+//! with the grid until the caller takes them ([`Grid::take_client_sessions`]).
 
 use thiserror::Error;
 
@@ -37,36 +48,48 @@ use crate::header;
 use crate::storage::{IoCompletion, IoFatal};
 use crate::superblock::{CheckpointState, SuperblockError};
 
-/// The free-set trailers, in the order they are encoded, acquired, written and read.
-const FREE_SET_TRAILERS: [TrailerKind; 2] =
-    [TrailerKind::FreeSetAcquired, TrailerKind::FreeSetReleased];
+/// The trailers the grid writes and reads, in the order they are read at open, written at a
+/// checkpoint and reported; an index into it names a trailer in I/O tags and write owners.
+const TRAILERS: [TrailerKind; 3] = [
+    TrailerKind::FreeSetAcquired,
+    TrailerKind::FreeSetReleased,
+    TrailerKind::ClientSessions,
+];
+
+/// The index of the client-sessions trailer in [`TRAILERS`] (the free-set ones are 0 and 1).
+const CLIENT_SESSIONS: usize = 2;
 
 /// What a checkpoint's superblock records for the grid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GridCheckpoint {
     pub free_set_acquired: TrailerReference,
     pub free_set_released: TrailerReference,
+    pub client_sessions: TrailerReference,
     /// The blocks of each trailer, in chain order.
     pub free_set_acquired_blocks: Vec<u64>,
     pub free_set_released_blocks: Vec<u64>,
+    pub client_sessions_blocks: Vec<u64>,
     /// `data_file_size_min + highest acquired address × block_size`, trailer blocks included.
     pub storage_size_bytes: u64,
 }
 
 impl GridCheckpoint {
-    /// Records the grid's part in a new checkpoint state: both free-set trailer references and
-    /// the storage size. Every other field is the caller's.
+    /// Records the grid's part in a new checkpoint state: the three trailer references and the
+    /// storage size. Every other field is the caller's.
     pub fn apply(&self, checkpoint: &mut CheckpointState) {
         TrailerKind::FreeSetAcquired.set_reference(checkpoint, self.free_set_acquired);
         TrailerKind::FreeSetReleased.set_reference(checkpoint, self.free_set_released);
+        TrailerKind::ClientSessions.set_reference(checkpoint, self.client_sessions);
         checkpoint.storage_size_bytes = self.storage_size_bytes;
     }
 
-    /// Every trailer block, both trailers.
+    /// Every trailer block, of all three trailers: the blocks
+    /// [`Grid::mark_checkpoint_not_durable`] releases.
     pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
         self.free_set_acquired_blocks
             .iter()
             .chain(&self.free_set_released_blocks)
+            .chain(&self.client_sessions_blocks)
             .copied()
     }
 }
@@ -77,8 +100,8 @@ pub enum CheckpointError {
     #[error("{0}")]
     StorageLimit(StorageLimitError),
     #[error(
-        "the free-set trailers need {blocks_needed} block buffers but only {blocks_free} are \
-         free: a block reference is held past its use (a bug), or the stash is too small"
+        "the checkpoint trailers may need {blocks_needed} block buffers but only {blocks_free} \
+         are free: a block reference is held past its use (a bug), or the stash is too small"
     )]
     PoolExhausted {
         blocks_needed: u64,
@@ -99,10 +122,26 @@ pub enum OpenError {
     #[error("{0}")]
     FreeSet(FreeSetDecodeError),
     #[error(
+        "client_sessions trailer: block {address} is {reason} in the checkpoint's free set: the \
+         free set and the trailer disagree; the data file is corrupt"
+    )]
+    ClientSessionsBlock { address: u64, reason: &'static str },
+    #[error(
         "the checkpoint records a storage size of {recorded} bytes, but its free set ends at \
          {computed}: the superblock and the free set disagree; the data file is corrupt"
     )]
     StorageSize { recorded: u64, computed: u64 },
+}
+
+impl OpenError {
+    /// The grid block the failure is about, if it is about one block.
+    pub fn address(&self) -> Option<u64> {
+        match self {
+            OpenError::Trailer(error) => Some(error.address()),
+            OpenError::ClientSessionsBlock { address, .. } => Some(*address),
+            OpenError::FreeSet(_) | OpenError::StorageSize { .. } => None,
+        }
+    }
 }
 
 /// Where the grid's checkpoint is.
@@ -127,18 +166,23 @@ impl CheckpointPhase {
 
 #[derive(Debug)]
 pub(super) struct TrailerWrites {
-    writers: [TrailerWriter; 2],
+    /// One per trailer, in [`TRAILERS`] order.
+    writers: [TrailerWriter; 3],
     storage_size_bytes: u64,
     failure: Option<TrailerError>,
 }
 
-/// The open in progress: both trailers are read, one block at a time, acquired first.
+/// The open: the three trailers are read, one block at a time, in [`TRAILERS`] order. Once the
+/// open succeeded it stays (in `Grid::opening`) only to hold the client-sessions bytes until
+/// [`Grid::take_client_sessions`].
 #[derive(Debug)]
 pub(super) struct Opening {
-    readers: [TrailerReader; 2],
+    readers: [TrailerReader; 3],
     /// The trailer being read.
     index: usize,
     storage_size_bytes: u64,
+    /// The client-sessions trailer's bytes (its size, allocated at open).
+    client_sessions: Vec<u8>,
 }
 
 impl Grid {
@@ -147,8 +191,12 @@ impl Grid {
     /// an [`Event::Opened`] follows (at once without I/O). Allocates everything the grid uses.
     pub fn open(config: &Config, cluster: u128, checkpoint: &CheckpointState) -> Grid {
         let mut grid = Grid::allocate(config, cluster);
-        let size_bytes_max = grid.free_set.encode_size_max() as u64;
-        let readers = FREE_SET_TRAILERS.map(|kind| {
+        let free_set_size_bytes_max = grid.free_set.encode_size_max() as u64;
+        let readers = TRAILERS.map(|kind| {
+            let size_bytes_max = match kind {
+                TrailerKind::ClientSessions => kind.size_bytes_max(config),
+                _ => free_set_size_bytes_max,
+            };
             TrailerReader::new(
                 kind,
                 kind.reference(checkpoint),
@@ -157,16 +205,21 @@ impl Grid {
             )
         });
         let readers = match readers {
-            [Ok(acquired), Ok(released)] => [acquired, released],
-            [Err(error), _] | [_, Err(error)] => {
+            [Ok(acquired), Ok(released), Ok(client_sessions)] => {
+                [acquired, released, client_sessions]
+            }
+            [Err(error), _, _] | [_, Err(error), _] | [_, _, Err(error)] => {
                 grid.open_fail(OpenError::Trailer(error));
                 return grid;
             }
         };
+        // Bounded by the configuration's size: the reader refused anything larger.
+        let client_sessions = vec![0; readers[CLIENT_SESSIONS].size_bytes() as usize];
         grid.opening = Some(Box::new(Opening {
             readers,
             index: 0,
             storage_size_bytes: checkpoint.storage_size_bytes,
+            client_sessions,
         }));
         grid.open_next();
         grid
@@ -175,7 +228,7 @@ impl Grid {
     /// Queues the next trailer block read, or finishes the open.
     fn open_next(&mut self) {
         let opening = self.opening.as_mut().expect("the grid is opening");
-        while opening.index < FREE_SET_TRAILERS.len() {
+        while opening.index < TRAILERS.len() {
             let reader = &opening.readers[opening.index];
             if reader.next_block().is_some() {
                 let tag = Purpose::OpenTrailer.tag(opening.index as u64);
@@ -197,7 +250,10 @@ impl Grid {
         assert_eq!(self.status, Status::Opening);
         let opening = self.opening.as_mut().expect("the grid is opening");
         assert_eq!(index, opening.index, "completion of another trailer's read");
-        let target = &mut self.encoded[index];
+        let target = match index {
+            CLIENT_SESSIONS => &mut opening.client_sessions[..],
+            _ => &mut self.encoded[index][..],
+        };
         let (buffer, result) = opening.readers[index].on_completion(completion, target);
         self.trailer_buffer = Some(buffer);
         match result {
@@ -206,10 +262,10 @@ impl Grid {
         }
     }
 
-    /// Both trailers are read: decode, patch in the trailer blocks, check the storage size.
+    /// Every trailer is read: decode, patch in the trailer blocks, check the storage size.
     fn open_finish(&mut self) {
         let opening = self.opening.take().expect("the grid is opening");
-        let [acquired, released] = &opening.readers;
+        let [acquired, released, client_sessions] = &opening.readers;
         let encoded_acquired = &self.encoded[0][..acquired.size_bytes() as usize];
         let encoded_released = &self.encoded[1][..released.size_bytes() as usize];
         let decoded = self
@@ -226,6 +282,9 @@ impl Grid {
         if let Err(error) = decoded {
             return self.open_fail(OpenError::FreeSet(error));
         }
+        if let Err(error) = self.release_client_sessions_blocks(client_sessions.addresses()) {
+            return self.open_fail(error);
+        }
         let computed = self.storage_size_bytes();
         if computed != opening.storage_size_bytes {
             return self.open_fail(OpenError::StorageSize {
@@ -234,8 +293,31 @@ impl Grid {
             });
         }
         self.free_set.verify();
+        self.opening = Some(opening);
         self.status = Status::Open;
         self.push_event(Event::Opened(Ok(())));
+    }
+
+    /// The open-time patch for the client-sessions trailer: its blocks were acquired before the
+    /// free set was encoded, so the encoding holds them acquired (and not released); release
+    /// them, as `mark_checkpoint_not_durable` did after the checkpoint was written. Each must be
+    /// acquired and not yet released (checked first: the free set asserts it).
+    fn release_client_sessions_blocks(&mut self, addresses: &[u64]) -> Result<(), OpenError> {
+        let limit = self.free_set.blocks_count_limit();
+        for &address in addresses {
+            let reason = if address == 0 || address > limit {
+                "beyond the storage limit"
+            } else if self.free_set.is_free(address) {
+                "free"
+            } else if self.free_set.is_released(address) {
+                "already released"
+            } else {
+                self.free_set.release(address);
+                continue;
+            };
+            return Err(OpenError::ClientSessionsBlock { address, reason });
+        }
+        Ok(())
     }
 
     fn open_fail(&mut self, error: OpenError) {
@@ -244,16 +326,33 @@ impl Grid {
         self.push_event(Event::Opened(Err(error)));
     }
 
+    /// The client-sessions trailer of the checkpoint this grid was opened from (empty if that
+    /// checkpoint recorded none), handed over once: the open's state is dropped with it.
+    pub fn take_client_sessions(&mut self) -> Vec<u8> {
+        self.assert_open();
+        let opening = self
+            .opening
+            .take()
+            .expect("the client sessions of the grid's open are taken once");
+        opening.client_sessions
+    }
+
     /// `data_file_size_min` plus every block up to the highest acquired address.
     fn storage_size_bytes(&self) -> u64 {
         let blocks = self.free_set.highest_address_acquired().unwrap_or(0);
         self.data_file_size_min + blocks * self.block_size
     }
 
-    /// Starts the grid's checkpoint (module documentation, steps 1–3). An
-    /// [`Event::Checkpointed`] follows once every trailer block is durable (at once if both
-    /// trailers are empty). On `Err` nothing changed.
-    pub fn checkpoint(&mut self) -> Result<(), CheckpointError> {
+    /// Starts the grid's checkpoint (module documentation, steps 1–4) with `client_sessions`
+    /// as the client-sessions trailer: the caller's opaque bytes, at most
+    /// `TrailerKind::ClientSessions.size_bytes_max(config)` (a larger trailer would be refused
+    /// at open; the state machine checks it), empty for none. An [`Event::Checkpointed`] follows
+    /// once every trailer block is durable (at once if every trailer is empty).
+    ///
+    /// On `Err` the checkpoint did not start. Nothing changed, except after a
+    /// [`CheckpointError::StorageLimit`] (fatal: exit code 5) for the free-set trailers' blocks,
+    /// when the client-sessions trailer's blocks stay acquired.
+    pub fn checkpoint(&mut self, client_sessions: &[u8]) -> Result<(), CheckpointError> {
         self.assert_open();
         self.checkpoint.assert_idle("checkpoint");
         assert!(
@@ -265,13 +364,13 @@ impl Grid {
             0,
             "grid checkpoint with a reservation active"
         );
-        let [acquired, released] = &mut self.encoded;
-        let sizes = [
-            self.free_set.encode_acquired(acquired),
-            self.free_set.encode_released(released),
-        ];
-        let block_counts = sizes.map(|size| trailer::block_count(size as u64, self.block_size));
-        let blocks_needed = block_counts.iter().sum::<u64>();
+        // The free-set trailers' sizes are known only after step 2, so the pool is checked for
+        // the largest they can be (the stash holds that many blocks), before anything changes.
+        let client_sessions_blocks =
+            trailer::block_count(client_sessions.len() as u64, self.block_size);
+        let free_set_blocks_max =
+            trailer::block_count(self.free_set.encode_size_max() as u64, self.block_size);
+        let blocks_needed = client_sessions_blocks + 2 * free_set_blocks_max;
         let blocks_free = self.pool.count_free();
         if blocks_free < blocks_needed {
             return Err(CheckpointError::PoolExhausted {
@@ -279,15 +378,33 @@ impl Grid {
                 blocks_free,
             });
         }
-        let addresses = self.acquire_trailer_blocks(block_counts)?;
+        // Step 1, before the encoding: the client-sessions blocks are in it, acquired.
+        let [client_sessions_addresses] = self.acquire_trailer_blocks([client_sessions_blocks])?;
+        let [acquired, released] = &mut self.encoded;
+        let sizes = [
+            self.free_set.encode_acquired(acquired),
+            self.free_set.encode_released(released),
+        ];
+        let block_counts = sizes.map(|size| trailer::block_count(size as u64, self.block_size));
+        let [acquired_addresses, released_addresses] = self.acquire_trailer_blocks(block_counts)?;
         let storage_size_bytes = self.storage_size_bytes();
-        let mut writers = [0, 1].map(|index| {
+        let addresses = [
+            acquired_addresses,
+            released_addresses,
+            client_sessions_addresses,
+        ];
+        let (encoded, cluster, block_size) = (&self.encoded, self.cluster, self.block_size);
+        let bytes = |index: usize| match index {
+            CLIENT_SESSIONS => client_sessions,
+            _ => &encoded[index][..sizes[index]],
+        };
+        let mut writers = [0, 1, 2].map(|index| {
             TrailerWriter::new(
-                FREE_SET_TRAILERS[index],
-                self.cluster,
+                TRAILERS[index],
+                cluster,
                 header::RELEASE,
-                self.block_size,
-                &self.encoded[index][..sizes[index]],
+                block_size,
+                bytes(index),
                 &addresses[index],
             )
         });
@@ -297,7 +414,11 @@ impl Grid {
                     .trailer_buffer
                     .take()
                     .expect("the trailer buffer is free");
-                let request = writer.next_request(0, &self.encoded[index][..sizes[index]], buffer);
+                let bytes = match index {
+                    CLIENT_SESSIONS => client_sessions,
+                    _ => &self.encoded[index][..sizes[index]],
+                };
+                let request = writer.next_request(0, bytes, buffer);
                 let owner = WriteOwner::Trailer { index };
                 let fresh = self
                     .write_enqueue(owner, request.buffer)
@@ -314,15 +435,16 @@ impl Grid {
         Ok(())
     }
 
-    /// Acquires the blocks of both trailers from one reservation: ascending addresses, the
-    /// acquired trailer's first.
-    fn acquire_trailer_blocks(
+    /// Acquires the blocks of `N` trailers from one reservation: ascending addresses, in the
+    /// order of `block_counts`.
+    fn acquire_trailer_blocks<const N: usize>(
         &mut self,
-        block_counts: [u64; 2],
-    ) -> Result<[Vec<u64>; 2], CheckpointError> {
-        let block_count = block_counts[0] + block_counts[1];
+        block_counts: [u64; N],
+    ) -> Result<[Vec<u64>; N], CheckpointError> {
+        let block_count = block_counts.iter().sum::<u64>();
+        let mut addresses = block_counts.map(|count| Vec::with_capacity(count as usize));
         if block_count == 0 {
-            return Ok([Vec::new(), Vec::new()]);
+            return Ok(addresses);
         }
         let reservation = self.free_set.reserve(block_count).ok_or_else(|| {
             CheckpointError::StorageLimit(StorageLimitError {
@@ -330,7 +452,6 @@ impl Grid {
                 blocks_count_limit: self.free_set.blocks_count_limit(),
             })
         })?;
-        let mut addresses = block_counts.map(|count| Vec::with_capacity(count as usize));
         for (index, count) in block_counts.into_iter().enumerate() {
             for _ in 0..count {
                 let address = self
@@ -380,20 +501,23 @@ impl Grid {
             self.push_event(Event::Checkpointed(Err(CheckpointError::Trailer(error))));
             return;
         }
-        let [acquired, released] = &writes.writers;
+        let [acquired, released, client_sessions] = &writes.writers;
         let checkpoint = GridCheckpoint {
             free_set_acquired: acquired.reference(),
             free_set_released: released.reference(),
+            client_sessions: client_sessions.reference(),
             free_set_acquired_blocks: acquired.addresses().to_vec(),
             free_set_released_blocks: released.addresses().to_vec(),
+            client_sessions_blocks: client_sessions.addresses().to_vec(),
             storage_size_bytes: writes.storage_size_bytes,
         };
         self.checkpoint = CheckpointPhase::Written(Box::new(checkpoint.clone()));
         self.push_event(Event::Checkpointed(Ok(Box::new(checkpoint))));
     }
 
-    /// The superblock now names the checkpoint this grid wrote (module documentation, step 5):
-    /// the free set's checkpoint becomes not durable, then the trailer blocks are released.
+    /// The superblock now names the checkpoint this grid wrote (module documentation, step 6):
+    /// the free set's checkpoint becomes not durable, then the blocks of all three trailers are
+    /// released (freed once the next checkpoint is durable).
     pub fn mark_checkpoint_not_durable(&mut self) {
         self.assert_open();
         let phase = std::mem::replace(&mut self.checkpoint, CheckpointPhase::Idle);

@@ -78,12 +78,14 @@ pub fn create_block(
     }
 }
 
-/// Writes the grid's checkpoint trailers and waits until they are durable.
+/// Writes the grid's checkpoint trailers — the free set's and `client_sessions` (empty for none)
+/// — and waits until they are durable (see [`Grid::checkpoint`]).
 pub fn checkpoint(
     storage: &mut impl Storage,
     grid: &mut Grid,
+    client_sessions: &[u8],
 ) -> Result<GridCheckpoint, CheckpointError> {
-    grid.checkpoint()?;
+    grid.checkpoint(client_sessions)?;
     match run_until_event(storage, grid) {
         Event::Checkpointed(result) => result.map(|checkpoint| *checkpoint),
         event => panic!("checkpoint ended with {event:?}"),
@@ -91,8 +93,8 @@ pub fn checkpoint(
 }
 
 /// The VSR state of the checkpoint whose op's prepare is `header`: the working state with that
-/// checkpoint (parent and grandparent ids shifted, the grid's trailers and storage size, every
-/// other reference kept) and `commit_max` raised to its op if below.
+/// checkpoint (parent and grandparent ids shifted, the grid's three trailers and storage size,
+/// every other reference kept) and `commit_max` raised to its op if below.
 pub fn checkpoint_vsr_state(
     working: &SuperblockHeader,
     header: Header,
@@ -111,14 +113,16 @@ pub fn checkpoint_vsr_state(
 
 /// A whole checkpoint as far as the grid goes (ref §4.6 steps 2–4): the trailers, then the
 /// superblock update naming them ([`checkpoint_vsr_state`]), then
-/// [`Grid::mark_checkpoint_not_durable`]. Returns the new working superblock.
+/// [`Grid::mark_checkpoint_not_durable`]. Returns the new working superblock. For grid-only
+/// tests and tools: it records no client sessions (an empty client-sessions trailer); the
+/// state machine's checkpoint (`lsm::driver::checkpoint_with_superblock`) carries them.
 pub fn checkpoint_with_superblock(
     storage: &mut impl Storage,
     grid: &mut Grid,
     working: &SuperblockHeader,
     header: Header,
 ) -> Result<SuperblockHeader, CheckpointError> {
-    let grid_checkpoint = checkpoint(storage, grid)?;
+    let grid_checkpoint = checkpoint(storage, grid, &[])?;
     let request = UpdateRequest {
         vsr_state: checkpoint_vsr_state(working, header, &grid_checkpoint),
         view_headers: None,

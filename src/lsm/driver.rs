@@ -169,18 +169,22 @@ pub fn manifest_checkpoint(
     }
 }
 
-/// A whole checkpoint as far as the grid and the manifest go: the manifest
-/// ([`manifest_checkpoint`]), the grid's trailers, the superblock update naming both, then
-/// `mark_checkpoint_not_durable`. Returns the new working superblock.
+/// A whole checkpoint as far as the grid and the manifest go (ref §4.6 steps 2–4): the manifest
+/// ([`manifest_checkpoint`], its blocks acquired first), then the grid's trailers — the
+/// client-sessions trailer holding `client_sessions` (the replica's opaque encoding, empty for
+/// none; its blocks acquired before the free set is encoded) and the two free-set trailers —,
+/// the superblock update naming all of them, then `mark_checkpoint_not_durable`, which releases
+/// the three trailers' blocks (freed one checkpoint later). Returns the new working superblock.
 pub fn checkpoint_with_superblock(
     storage: &mut impl Storage,
     grid: &mut Grid,
     manifest: &mut Manifest,
     working: &SuperblockHeader,
     header: Header,
+    client_sessions: &[u8],
 ) -> Result<SuperblockHeader, DriverError> {
     let manifest_reference = manifest_checkpoint(storage, grid, manifest, working.cluster)?;
-    let grid_checkpoint = driver::checkpoint(storage, grid)?;
+    let grid_checkpoint = driver::checkpoint(storage, grid, client_sessions)?;
     let mut vsr_state = driver::checkpoint_vsr_state(working, header, &grid_checkpoint);
     manifest_reference.apply(&mut vsr_state.checkpoint);
     let request = UpdateRequest {

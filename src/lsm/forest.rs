@@ -6,8 +6,10 @@
 //! - [`Forest::compact`] runs one beat of compaction for a committed op over every tree, in a
 //!   fixed order (the object tree, then the id tree), so the same ops give the same blocks.
 //! - [`Forest::checkpoint`], after `compact(trigger)` when every tree is idle, writes the
-//!   manifest, then the grid's trailers, then the superblock naming both
-//!   ([`driver::checkpoint_with_superblock`]): the grid checkpoint covers the trees' tables.
+//!   manifest, then the grid's trailers (the client-sessions bytes the caller hands in and the
+//!   free set), then the superblock naming them ([`driver::checkpoint_with_superblock`]): the
+//!   grid checkpoint covers the trees' tables. The client sessions come back at open from the
+//!   grid ([`Grid::take_client_sessions`]), not from the forest.
 //!
 //! Like the trees, these are blocking drivers over `&mut impl Storage` and a [`Grid`].
 
@@ -93,17 +95,27 @@ impl Forest {
     }
 
     /// Writes the checkpoint whose prepare is `header` (the checkpoint op's), after
-    /// `compact(trigger)`: manifest, grid trailers, superblock. Returns the new working
-    /// superblock. The caller marks the grid checkpoint durable later (ref §4.6).
+    /// `compact(trigger)`: manifest, grid trailers (`client_sessions` as the client-sessions
+    /// trailer, empty for none), superblock. Returns the new working superblock. The caller
+    /// marks the grid checkpoint durable later (ref §4.6).
     pub fn checkpoint(
         &mut self,
         storage: &mut impl Storage,
         grid: &mut Grid,
         working: &SuperblockHeader,
         header: Header,
+        client_sessions: &[u8],
     ) -> Result<SuperblockHeader, DriverError> {
         assert!(self.is_idle(), "a checkpoint while compaction is running");
         assert_eq!(working.cluster, self.cluster);
-        driver::checkpoint_with_superblock(storage, grid, &mut self.manifest, working, header)
+        let manifest = &mut self.manifest;
+        driver::checkpoint_with_superblock(
+            storage,
+            grid,
+            manifest,
+            working,
+            header,
+            client_sessions,
+        )
     }
 }

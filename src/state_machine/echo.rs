@@ -23,6 +23,7 @@
 use super::{Completion, StateMachine, StateMachineError};
 use crate::checksum::checksum_parts;
 use crate::config::{Config, VSR_OPERATIONS_RESERVED};
+use crate::grid::trailer::TrailerKind;
 use crate::grid::Grid;
 use crate::header::Header;
 use crate::lsm::forest::Forest;
@@ -221,6 +222,7 @@ impl StateMachine for EchoStateMachine {
         self.op_prefetched = None;
         Ok(Completion::Opened {
             op_checkpoint: superblock.op_checkpoint(),
+            client_sessions: grid.take_client_sessions(),
         })
     }
 
@@ -286,8 +288,17 @@ impl StateMachine for EchoStateMachine {
         grid: &mut Grid,
         working: &SuperblockHeader,
         header: Header,
+        client_sessions: &[u8],
     ) -> Result<Completion, StateMachineError> {
-        let superblock = self.forest.checkpoint(storage, grid, working, header)?;
+        let size_bytes_max = TrailerKind::ClientSessions.size_bytes_max(&self.config);
+        assert!(
+            client_sessions.is_empty() || client_sessions.len() as u64 == size_bytes_max,
+            "client sessions of {} bytes: a checkpoint records none or all {size_bytes_max}",
+            client_sessions.len()
+        );
+        let superblock = self
+            .forest
+            .checkpoint(storage, grid, working, header, client_sessions)?;
         Ok(Completion::Checkpointed {
             op_checkpoint: superblock.op_checkpoint(),
             superblock: Box::new(superblock),

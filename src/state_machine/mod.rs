@@ -6,6 +6,10 @@
 //! second state machine needs no change in the runtime), the echo state machine (`echo`) and its
 //! seeded workload generator and checker (`workload`).
 //!
+//! The client-sessions checkpoint trailer passes through here: the replica hands its encoding
+//! to `checkpoint` and gets it back from `open` (ref §4.5, §4.6 step 1); the grid writes and
+//! reads it with the free-set trailers.
+//!
 //! Never: a thread, a channel, a clock or a syscall. `commit` never does I/O: it only reads what
 //! `prefetch` brought into memory. Today `open`, `prefetch`, `compact` and `checkpoint` are
 //! blocking drivers over `&mut impl Storage` and a [`Grid`] (like the LSM trees under them), so
@@ -28,7 +32,12 @@ use crate::superblock::SuperblockHeader;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Completion {
     /// The forest is open as of the checkpoint at `op_checkpoint`; replay starts after it.
-    Opened { op_checkpoint: u64 },
+    /// `client_sessions` is the client-sessions trailer that checkpoint recorded, byte for byte
+    /// as it was handed to `checkpoint` (empty for none, and for a new data file).
+    Opened {
+        op_checkpoint: u64,
+        client_sessions: Vec<u8>,
+    },
     /// Everything the commit of `op` reads is in memory.
     Prefetched { op: u64 },
     /// The compaction beat of `op` is done.
@@ -77,7 +86,9 @@ pub trait StateMachine {
     /// The most bytes `commit` writes to `output` for any valid input.
     fn output_size_max(&self) -> u64;
 
-    /// Opens the forest as of the checkpoint `superblock` names (the grid is open).
+    /// Opens the forest as of the checkpoint `superblock` names (the grid is freshly opened
+    /// from it) and takes the checkpoint's client sessions from the grid
+    /// (`Grid::take_client_sessions`) into [`Completion::Opened`].
     fn open(
         &mut self,
         storage: &mut impl Storage,
@@ -115,12 +126,17 @@ pub trait StateMachine {
         op: u64,
     ) -> Result<Completion, StateMachineError>;
 
-    /// Writes the checkpoint whose prepare is `header`, after `compact(trigger)`.
+    /// Writes the checkpoint whose prepare is `header`, after `compact(trigger)`, with
+    /// `client_sessions` as its client-sessions trailer: the replica's encoding of its client
+    /// table, opaque here, either empty or exactly
+    /// `TrailerKind::ClientSessions.size_bytes_max(config)` bytes (`clients_max ×
+    /// CLIENT_SESSION_ENTRY_SIZE`; asserted). `open` gives the same bytes back.
     fn checkpoint(
         &mut self,
         storage: &mut impl Storage,
         grid: &mut Grid,
         working: &SuperblockHeader,
         header: Header,
+        client_sessions: &[u8],
     ) -> Result<Completion, StateMachineError>;
 }
