@@ -204,7 +204,8 @@ impl Node {
         assert_eq!(
             completion,
             Completion::Opened {
-                op_checkpoint: working.op_checkpoint()
+                op_checkpoint: working.op_checkpoint(),
+                client_sessions: Vec::new(),
             }
         );
         Node::with(config, storage, working, grid, machine)
@@ -245,7 +246,13 @@ impl Node {
         let header = checkpoint_header(self.checkpoint_next);
         let completion = self
             .machine
-            .checkpoint(&mut self.storage, &mut self.grid, &self.working, header)
+            .checkpoint(
+                &mut self.storage,
+                &mut self.grid,
+                &self.working,
+                header,
+                &[],
+            )
             .unwrap();
         let Completion::Checkpointed {
             op_checkpoint,
