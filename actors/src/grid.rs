@@ -43,9 +43,11 @@
 //! [`GridRequest::Checkpoint`] is the grid's side: encode the free set, acquire and write both
 //! free-set trailers (through the write path, after any create sent before it), and reply with
 //! the [`GridCheckpoint`] (trailer references, storage size) once every trailer block — and every
-//! block created before the request — is durable (after those creates' `Written` replies).
+//! block created before the request — is durable (after those creates' `Written` replies). The
+//! client-sessions trailer it writes is empty: the replica's client sessions go through the
+//! state-machine actor's `Checkpoint`, whose grid writes them (`Grid::checkpoint`).
 //! Recording it in the superblock stays with the caller, which owns the superblock (it also
-//! records the journal's and client sessions' state): `GridCheckpoint::apply` onto the new
+//! records the journal's state): `GridCheckpoint::apply` onto the new
 //! checkpoint state, `superblock::update`, then [`GridRequest::MarkCheckpointNotDurable`] (the
 //! grid releases the trailer blocks just written). From `Checkpoint` until that message, nothing
 //! may create, reserve or release blocks; [`GridClient`] asserts this (and the durability order)
@@ -631,7 +633,7 @@ impl State {
     /// Starts the grid's checkpoint. The stash holds every trailer block, but blocks of writes
     /// still in flight may be among them: then the checkpoint waits for those writes.
     fn start_checkpoint(&mut self) -> Option<GridRequest> {
-        match self.grid.checkpoint() {
+        match self.grid.checkpoint(&[]) {
             Ok(()) => {
                 // With empty trailers the checkpoint is already done.
                 self.on_events();

@@ -49,9 +49,13 @@
 //! it (a pipelined `Commit` after a failed `Prefetch` is never executed), and the caller restarts
 //! from the last checkpoint once the block is repaired.
 //!
-//! `Checkpoint` writes the manifest, the grid's trailers and the superblock naming them
-//! (through this actor's io client) and replies with the new working superblock in
+//! `Checkpoint` writes the manifest, the grid's trailers — the client-sessions trailer holding
+//! the bytes the request carries, and the free set's — and the superblock naming them (through
+//! this actor's io client) and replies with the new working superblock in
 //! [`Completion::Checkpointed`]; the caller must not write the superblock itself in between.
+//! `Open` replies with [`Completion::Opened`], which carries the client-sessions bytes of the
+//! checkpoint the grid was opened from (read and validated when the actor opened its grid at
+//! spawn), byte for byte as a `Checkpoint` handed them in.
 //!
 //! # Bounds
 //! The [`StateMachineClient`] keeps at most `capacity` requests outstanding, and both channels
@@ -105,10 +109,14 @@ pub enum StateMachineRequest {
     },
     /// One beat of compaction for the committed op `op`.
     Compact { op: u64 },
-    /// Write the checkpoint whose prepare is `header`, after the `Compact` of its trigger op.
+    /// Write the checkpoint whose prepare is `header`, after the `Compact` of its trigger op,
+    /// with `client_sessions` (the replica's encoding of its client table: empty, or exactly
+    /// `clients_max × CLIENT_SESSION_ENTRY_SIZE` bytes) as its client-sessions trailer; the
+    /// `Opened` reply of a later start gives the bytes back.
     Checkpoint {
         working: Box<SuperblockHeader>,
         header: Box<Header>,
+        client_sessions: Vec<u8>,
     },
     /// The latest checkpoint is durable: the grid may free the blocks released before it.
     CheckpointDurable,
@@ -203,6 +211,11 @@ impl StateMachineClient {
 
     pub fn outstanding_count(&self) -> usize {
         self.outstanding_count
+    }
+
+    /// For `select!` over several channels; take replies with `receive` after readiness.
+    pub fn reply_receiver(&self) -> &Receiver<StateMachineReply> {
+        &self.replies
     }
 
     pub fn capacity(&self) -> usize {
@@ -340,9 +353,14 @@ impl<M: StateMachine> State<M> {
                 let result = self.run(|machine, io, grid| machine.compact(io, grid, op));
                 StateMachineReply::Compacted(result)
             }
-            StateMachineRequest::Checkpoint { working, header } => {
-                let result =
-                    self.run(|machine, io, grid| machine.checkpoint(io, grid, &working, *header));
+            StateMachineRequest::Checkpoint {
+                working,
+                header,
+                client_sessions,
+            } => {
+                let result = self.run(|machine, io, grid| {
+                    machine.checkpoint(io, grid, &working, *header, &client_sessions)
+                });
                 StateMachineReply::Checkpointed(result)
             }
             StateMachineRequest::CheckpointDurable => {

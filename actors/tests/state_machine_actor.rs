@@ -5,10 +5,13 @@
 //! checkpoint, the ops after it replay with the same replies and the same manifest, and every id
 //! looks up as the model says. A corrupt table block on the file fails the prefetch with its
 //! address, and the commit and compact pipelined behind it are answered with that error, unrun.
+//! Every `Checkpoint` carries client-sessions bytes (full size, or none for one op in three), and
+//! the `Opened` reply after a restart gives back those of the checkpoint it opened, byte for byte.
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
 use pinion::grid::block::block_offset_in_zone;
+use pinion::grid::trailer::TrailerKind;
 use pinion::header::prepare::Prepare;
 use pinion::header::Header;
 use pinion::layout::Layout;
@@ -50,6 +53,17 @@ fn checkpoint_header(op: u64) -> Header {
         ..Prepare::default()
     }
     .header(CLUSTER, &[])
+}
+
+/// The client-sessions bytes checkpointed at op `op` (standing in for the replica's client
+/// table): none for one checkpoint op in three (and the root checkpoint), else every client's
+/// entry, drawn from the op.
+fn client_sessions(config: &Config, op: u64) -> Vec<u8> {
+    if op % 3 == 0 {
+        return Vec::new();
+    }
+    let size = TrailerKind::ClientSessions.size_bytes_max(config);
+    (0..size).map(|index| (index * 7 + op * 13) as u8).collect()
 }
 
 /// A formatted small-preset data file at `path`.
@@ -106,7 +120,15 @@ impl Replica {
         let superblock = Box::new(working.clone());
         match client.call(StateMachineRequest::Open { superblock }) {
             StateMachineReply::Opened(Ok(completion)) => {
-                assert_eq!(completion, Completion::Opened { op_checkpoint })
+                let client_sessions = client_sessions(&config, op_checkpoint);
+                assert!(
+                    completion
+                        == Completion::Opened {
+                            op_checkpoint,
+                            client_sessions,
+                        },
+                    "checkpoint {op_checkpoint}: other client sessions came back"
+                );
             }
             reply => panic!("Open replied {reply:?}"),
         }
@@ -239,6 +261,7 @@ impl Replica {
             let request = StateMachineRequest::Checkpoint {
                 working: Box::new(self.working.clone()),
                 header: Box::new(checkpoint_header(self.checkpoint_next)),
+                client_sessions: client_sessions(&self.config, self.checkpoint_next),
             };
             let completion = match self.client.call(request) {
                 StateMachineReply::Checkpointed(Ok(completion)) => completion,
@@ -355,6 +378,11 @@ fn echo_ops_through_the_actor_survive_a_restart_of_the_actors_and_look_up_as_the
     );
     let mut replica = Replica::start(&path, history);
     assert_eq!(replica.checkpoint, checkpoint);
+    let client_sessions = client_sessions(&replica.config, checkpoint);
+    assert!(
+        !client_sessions.is_empty(),
+        "the Opened reply carried bytes"
+    );
     replica.replay();
     assert_eq!(replica.op_last, op_last);
     let (history, manifest) = replica.stop();
