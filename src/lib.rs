@@ -5,6 +5,7 @@
 pub mod buffer;
 pub mod checkpoint;
 pub mod checksum;
+pub mod client_replies;
 pub mod config;
 pub mod exit;
 pub mod format;
