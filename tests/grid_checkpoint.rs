@@ -3,7 +3,12 @@
 //! (bitsets, durability, trailers), a crash at any I/O of a checkpoint reopens either the
 //! previous checkpoint's free set or the new one, a released block is never handed out before
 //! the checkpoint that stopped referencing it is durable — live or across a reopen — and damaged
-//! trailers or an inconsistent storage size refuse to open.
+//! trailers or an inconsistent storage size refuse to open. The client-sessions trailer (a
+//! five-block chain with 64 clients) comes back byte for byte after a crash; its blocks are
+//! released after the superblock write and freed one checkpoint later, so fifty checkpoints in a
+//! row (with reopens) leave exactly the live blocks and the last checkpoint's trailers acquired;
+//! a corrupt or misdirected block of it, or one the free set does not hold, refuses the open
+//! naming its address.
 
 use pinion::buffer::AlignedBuf;
 use pinion::checkpoint::checkpoint_after;
@@ -600,4 +605,272 @@ fn a_checkpoint_beyond_the_storage_limit_is_refused_and_changes_nothing() {
     assert!(error.to_string().contains("larger storage limit"));
     assert_eq!(state(grid.free_set()), before);
     assert!(grid.reserve(1).is_err());
+}
+
+// The client-sessions trailer.
+
+/// The small preset with 64 clients: a full client-sessions trailer is 16,896 bytes, a chain of
+/// five 4 KiB blocks.
+fn sessions_config() -> Config {
+    let mut config = config();
+    config.clients_max = 64;
+    config.validate().unwrap();
+    config
+}
+
+/// A full-size client-sessions encoding drawn from `seed` (opaque to the grid).
+fn session_bytes(config: &Config, seed: u64) -> Vec<u8> {
+    let size = TrailerKind::ClientSessions.size_bytes_max(config) as usize;
+    let mut prng = Prng::new(seed);
+    (0..size).map(|_| prng.below(256) as u8).collect()
+}
+
+fn sessions_storage(config: &Config, seed: u64) -> SimulatedStorage {
+    let latency = Latency {
+        min_ns: 1_000,
+        mean_ns: 50_000,
+    };
+    let options = Options {
+        io_depth_max: config.io_depth_max() as usize,
+        read_latency: latency,
+        write_latency: latency,
+        faults: crashy(),
+    };
+    SimulatedStorage::new(Layout::new(config), options, seed)
+}
+
+/// A formatted superblock and the grid of its root checkpoint, made durable.
+fn sessions_format(storage: &mut SimulatedStorage, config: &Config) -> (SuperblockHeader, Grid) {
+    let working = superblock::format(storage, config, CLUSTER).unwrap();
+    let checkpoint = &working.vsr_state.checkpoint;
+    let mut grid = driver::open(storage, config, CLUSTER, checkpoint).unwrap();
+    assert!(grid.take_client_sessions().is_empty());
+    grid.checkpoint_durable();
+    (working, grid)
+}
+
+fn sessions_reopen(
+    storage: &mut SimulatedStorage,
+    config: &Config,
+) -> (SuperblockHeader, Result<Grid, OpenError>) {
+    let options = OpenOptions {
+        repair: true,
+        cluster_expected: Some(CLUSTER),
+    };
+    let working = superblock::open(storage, options).unwrap().superblock;
+    let grid = driver::open(storage, config, CLUSTER, &working.vsr_state.checkpoint);
+    (working, grid)
+}
+
+/// The grid's checkpoint with `client_sessions`, the superblock naming it, then
+/// `mark_checkpoint_not_durable`.
+fn checkpoint_with_sessions(
+    storage: &mut SimulatedStorage,
+    grid: &mut Grid,
+    working: &SuperblockHeader,
+    client_sessions: &[u8],
+) -> (SuperblockHeader, GridCheckpoint) {
+    let header = checkpoint_header(op_next(working));
+    let grid_checkpoint = driver::checkpoint(storage, grid, client_sessions).unwrap();
+    let request = UpdateRequest {
+        vsr_state: driver::checkpoint_vsr_state(working, header, &grid_checkpoint),
+        view_headers: None,
+    };
+    let working = superblock::update(storage, working, request).unwrap();
+    grid.mark_checkpoint_not_durable();
+    (working, grid_checkpoint)
+}
+
+#[test]
+fn client_sessions_survive_checkpoint_crash_and_reopen_byte_for_byte() {
+    let config = sessions_config();
+    for seed in 0..3 {
+        let mut storage = sessions_storage(&config, seed);
+        let (working, mut grid) = sessions_format(&mut storage, &config);
+        acquire(&mut grid, 100 + seed * 37);
+        let bytes = session_bytes(&config, seed);
+        let (working, grid_checkpoint) =
+            checkpoint_with_sessions(&mut storage, &mut grid, &working, &bytes);
+        let reference = grid_checkpoint.client_sessions;
+        assert_eq!(reference.size_bytes, bytes.len() as u64);
+        assert_eq!(grid_checkpoint.client_sessions_blocks.len(), 5);
+        assert_eq!(
+            TrailerKind::ClientSessions.reference(&working.vsr_state.checkpoint),
+            reference
+        );
+        // Acquired before the free set was encoded: below its trailers' blocks, and released
+        // with them after the superblock write, to be freed one checkpoint later.
+        let free_set_blocks = grid_checkpoint
+            .free_set_acquired_blocks
+            .iter()
+            .chain(&grid_checkpoint.free_set_released_blocks);
+        let client_sessions_last = *grid_checkpoint.client_sessions_blocks.last().unwrap();
+        assert!(free_set_blocks
+            .into_iter()
+            .all(|a| *a > client_sessions_last));
+        let expected = state(grid.free_set());
+        for address in &grid_checkpoint.client_sessions_blocks {
+            assert!(expected.released_prior_durability.contains(address));
+        }
+        let storage_size = Layout::new(&config).data_file_size_min()
+            + expected.acquired.last().unwrap() * BLOCK_SIZE;
+        assert_eq!(grid_checkpoint.storage_size_bytes, storage_size);
+
+        writes_in_flight(&mut storage, &mut grid, 5);
+        storage.crash();
+        drop(grid);
+        let (reopened_working, reopened) = sessions_reopen(&mut storage, &config);
+        assert_eq!(reopened_working, working);
+        let mut reopened = reopened.unwrap();
+        assert_eq!(state(reopened.free_set()), expected, "seed {seed}");
+        assert!(reopened.take_client_sessions() == bytes, "seed {seed}");
+    }
+}
+
+#[test]
+fn client_sessions_blocks_are_freed_one_checkpoint_later_so_fifty_checkpoints_do_not_leak() {
+    let config = sessions_config();
+    let mut storage = sessions_storage(&config, 21);
+    let (mut working, mut grid) = sessions_format(&mut storage, &config);
+    let live = 100;
+    acquire(&mut grid, live);
+    let mut previous: Vec<u64> = Vec::new();
+    let mut highest_max = 0;
+    for round in 0..50 {
+        // Every third checkpoint records no sessions: both kinds alternate.
+        let bytes = match round % 3 {
+            2 => Vec::new(),
+            _ => session_bytes(&config, round),
+        };
+        let (next, grid_checkpoint) =
+            checkpoint_with_sessions(&mut storage, &mut grid, &working, &bytes);
+        working = next;
+        let blocks = &grid_checkpoint.client_sessions_blocks;
+        assert_eq!(blocks.len(), if bytes.is_empty() { 0 } else { 5 });
+        // The previous checkpoint's client-sessions blocks are released, still readable: the
+        // new checkpoint is not durable yet.
+        for address in &previous {
+            assert!(grid.free_set().is_released(*address), "round {round}");
+            assert!(!blocks.contains(address), "round {round}: reused too early");
+        }
+        if round % 10 == 9 {
+            let expected = state(grid.free_set());
+            storage.crash();
+            let (_, reopened) = sessions_reopen(&mut storage, &config);
+            grid = reopened.unwrap();
+            assert_eq!(state(grid.free_set()), expected, "round {round}");
+            assert!(grid.take_client_sessions() == bytes, "round {round}");
+        }
+        grid.checkpoint_durable();
+        for address in &previous {
+            assert!(
+                grid.free_set().is_free(*address),
+                "round {round}: not freed"
+            );
+        }
+        // Left acquired: the live blocks and this checkpoint's trailers (released, freed when
+        // the next checkpoint is durable) — nothing older.
+        let trailer_blocks = grid_checkpoint.blocks().count() as u64;
+        assert_eq!(
+            grid.free_set().count_acquired(),
+            live + trailer_blocks,
+            "round {round}"
+        );
+        highest_max = highest_max.max(grid.free_set().highest_address_acquired().unwrap());
+        previous = blocks.clone();
+    }
+    // Two checkpoints' trailers at most beyond the live blocks: the grid does not creep.
+    assert!(
+        highest_max <= live + 2 * (5 + 2),
+        "highest address {highest_max}"
+    );
+}
+
+/// A checkpoint whose client-sessions trailer spans five blocks, on fresh storage.
+fn sessions_checkpoint(seed: u64) -> (SimulatedStorage, SuperblockHeader, GridCheckpoint) {
+    let config = sessions_config();
+    let mut storage = sessions_storage(&config, seed);
+    let (working, mut grid) = sessions_format(&mut storage, &config);
+    acquire(&mut grid, 50);
+    let bytes = session_bytes(&config, seed);
+    let (working, grid_checkpoint) =
+        checkpoint_with_sessions(&mut storage, &mut grid, &working, &bytes);
+    (storage, working, grid_checkpoint)
+}
+
+#[test]
+fn a_corrupt_or_misdirected_client_sessions_block_refuses_the_open_naming_its_address() {
+    let config = sessions_config();
+    let (_, _, grid_checkpoint) = sessions_checkpoint(30);
+    let blocks = grid_checkpoint.client_sessions_blocks.clone();
+    let last = *blocks.last().unwrap();
+    assert_eq!(grid_checkpoint.client_sessions.last_block_address, last);
+    // Corrupt: the last block (the superblock's reference), then one inside the chain.
+    // Misdirected: a valid block of the chain written over another's place.
+    let cases: [(u64, Option<u64>); 4] = [
+        (last, None),
+        (blocks[2], None),
+        (blocks[1], Some(blocks[0])),
+        (last, Some(blocks[3])),
+    ];
+    for (address, copied_from) in cases {
+        let (mut storage, _, _) = sessions_checkpoint(30);
+        let offset = block_offset_in_zone(address, BLOCK_SIZE);
+        match copied_from {
+            None => storage.corrupt_sector(Zone::Grid, offset),
+            Some(source) => {
+                let source_offset = block_offset_in_zone(source, BLOCK_SIZE);
+                let bytes = storage.read_direct(Zone::Grid, source_offset, BLOCK_SIZE);
+                storage.write_direct(Zone::Grid, offset, &bytes);
+            }
+        }
+        let (_, error) = sessions_reopen(&mut storage, &config);
+        let error = error.unwrap_err();
+        assert_eq!(error.address(), Some(address), "{error}");
+        let OpenError::Trailer(error) = error else {
+            panic!("not a trailer error: {error}");
+        };
+        assert_eq!(error.trailer, TrailerKind::ClientSessions);
+        assert!(matches!(error.fault, TrailerFault::Block(_)), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("client_sessions"), "{message}");
+        assert!(
+            message.contains(&format!("grid block {address} ")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_client_sessions_block_the_free_set_does_not_hold_refuses_the_open() {
+    let config = sessions_config();
+    let mut storage = sessions_storage(&config, 31);
+    let (working, mut grid) = sessions_format(&mut storage, &config);
+    acquire(&mut grid, 20);
+    let (first, _) = checkpoint_with_sessions(&mut storage, &mut grid, &working, &[]);
+    grid.checkpoint_durable();
+    let bytes = session_bytes(&config, 31);
+    let (second, grid_checkpoint) =
+        checkpoint_with_sessions(&mut storage, &mut grid, &first, &bytes);
+    // The second checkpoint's client sessions with the first's free set (whose trailer blocks
+    // are released but not yet freed, so still intact): a free set in which the client-sessions
+    // blocks are free. A consistent superblock never says this; the open refuses it.
+    let mut mixed = second.vsr_state.checkpoint.clone();
+    for kind in [TrailerKind::FreeSetAcquired, TrailerKind::FreeSetReleased] {
+        kind.set_reference(&mut mixed, kind.reference(&first.vsr_state.checkpoint));
+    }
+    let error = driver::open(&mut storage, &config, CLUSTER, &mixed).unwrap_err();
+    let address = grid_checkpoint.client_sessions_blocks[0];
+    assert_eq!(
+        error,
+        OpenError::ClientSessionsBlock {
+            address,
+            reason: "free"
+        }
+    );
+    assert_eq!(error.address(), Some(address));
+    // The consistent checkpoint opens.
+    let mut grid =
+        driver::open(&mut storage, &config, CLUSTER, &second.vsr_state.checkpoint).unwrap();
+    assert!(grid.take_client_sessions() == bytes);
 }
