@@ -445,3 +445,29 @@ fn an_op_already_in_the_checkpoint_executed_again_is_caught_by_the_prefetched_lo
         .machine
         .commit(CLIENT, op, timestamp(op), echo, &[], &mut output);
 }
+
+#[test]
+fn a_corrupt_client_sessions_block_refuses_the_open_with_its_address() {
+    let mut harness = Harness::new(6);
+    let mut workload = workload(6, 0);
+    run(&mut harness, &mut workload, 120);
+    while client_sessions(&harness.config, harness.checkpoint).is_empty() {
+        run(&mut harness, &mut workload, 20);
+    }
+    let checkpoint = &harness.working.vsr_state.checkpoint;
+    let reference = TrailerKind::ClientSessions.reference(checkpoint);
+    assert_eq!(
+        reference.size_bytes,
+        TrailerKind::ClientSessions.size_bytes_max(&harness.config)
+    );
+    let address = reference.last_block_address;
+    let offset = block_offset_in_zone(address, harness.config.block_size);
+    harness.storage.corrupt_sector(Zone::Grid, offset);
+    let error = harness.restart_grid().err().expect("the open must fail");
+    assert_eq!(error.address(), Some(address), "{error}");
+    let OpenError::Trailer(error) = error else {
+        panic!("not a trailer error: {error}");
+    };
+    assert_eq!(error.trailer, TrailerKind::ClientSessions);
+    assert!(matches!(error.fault, TrailerFault::Block(_)), "{error}");
+}
