@@ -37,7 +37,7 @@
 
 use thiserror::Error;
 
-use super::free_set::FreeSetDecodeError;
+use super::free_set::{FreeSet, FreeSetDecodeError};
 use super::paths::{Event, Grid, Purpose, Status, StorageLimitError, WriteOwner};
 use super::trailer::{
     self, TrailerError, TrailerKind, TrailerReader, TrailerReference, TrailerWriter,
@@ -142,6 +142,34 @@ impl OpenError {
             OpenError::FreeSet(_) | OpenError::StorageSize { .. } => None,
         }
     }
+}
+
+/// The open-time patch for the client-sessions trailer (also what `inspect` applies): its blocks
+/// were acquired before the free set was encoded, so a decoded free set holds them acquired and
+/// not released; release them, as `mark_checkpoint_not_durable` did after the checkpoint was
+/// written, to be freed one checkpoint later. The free set's checkpoint must not be durable (as
+/// after decoding). Each address is checked first — acquired, not yet released — so a free set
+/// that disagrees with the trailer is an error naming the block, not a panic.
+pub fn release_client_sessions_blocks(
+    free_set: &mut FreeSet,
+    addresses: &[u64],
+) -> Result<(), OpenError> {
+    assert!(!free_set.checkpoint_durable());
+    let limit = free_set.blocks_count_limit();
+    for &address in addresses {
+        let reason = if address == 0 || address > limit {
+            "beyond the storage limit"
+        } else if free_set.is_free(address) {
+            "free"
+        } else if free_set.is_released(address) {
+            "already released"
+        } else {
+            free_set.release(address);
+            continue;
+        };
+        return Err(OpenError::ClientSessionsBlock { address, reason });
+    }
+    Ok(())
 }
 
 /// Where the grid's checkpoint is.
@@ -282,7 +310,8 @@ impl Grid {
         if let Err(error) = decoded {
             return self.open_fail(OpenError::FreeSet(error));
         }
-        if let Err(error) = self.release_client_sessions_blocks(client_sessions.addresses()) {
+        let addresses = client_sessions.addresses();
+        if let Err(error) = release_client_sessions_blocks(&mut self.free_set, addresses) {
             return self.open_fail(error);
         }
         let computed = self.storage_size_bytes();
@@ -296,28 +325,6 @@ impl Grid {
         self.opening = Some(opening);
         self.status = Status::Open;
         self.push_event(Event::Opened(Ok(())));
-    }
-
-    /// The open-time patch for the client-sessions trailer: its blocks were acquired before the
-    /// free set was encoded, so the encoding holds them acquired (and not released); release
-    /// them, as `mark_checkpoint_not_durable` did after the checkpoint was written. Each must be
-    /// acquired and not yet released (checked first: the free set asserts it).
-    fn release_client_sessions_blocks(&mut self, addresses: &[u64]) -> Result<(), OpenError> {
-        let limit = self.free_set.blocks_count_limit();
-        for &address in addresses {
-            let reason = if address == 0 || address > limit {
-                "beyond the storage limit"
-            } else if self.free_set.is_free(address) {
-                "free"
-            } else if self.free_set.is_released(address) {
-                "already released"
-            } else {
-                self.free_set.release(address);
-                continue;
-            };
-            return Err(OpenError::ClientSessionsBlock { address, reason });
-        }
-        Ok(())
     }
 
     fn open_fail(&mut self, error: OpenError) {

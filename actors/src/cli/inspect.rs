@@ -9,6 +9,7 @@ use pinion::buffer::AlignedBuf;
 use pinion::checkpoint;
 use pinion::config::{Config, Preset, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use pinion::exit::FatalReason;
+use pinion::grid::checkpoint::release_client_sessions_blocks;
 use pinion::grid::free_set::{FreeSet, FreeSetDecodeError};
 use pinion::grid::trailer::{self, TrailerError, TrailerKind, TrailerReader, TrailerReference};
 use pinion::grid::OpenError;
@@ -179,10 +180,15 @@ enum FreeSetInspection {
     /// A free-set trailer was refused: nothing to decode.
     Unread,
     Invalid(FreeSetDecodeError),
+    /// A client-sessions trailer block the decoded free set does not hold acquired.
+    ClientSessionsUnheld(OpenError),
     Decoded {
         free_set: FreeSet,
         /// The free-set trailers' own blocks (acquired and released since the checkpoint).
         trailer_block_count: u64,
+        /// The client-sessions trailer's blocks (in the encoding, released since the
+        /// checkpoint).
+        client_sessions_block_count: u64,
     },
 }
 
@@ -232,8 +238,10 @@ fn inspect_grid(
         .filter_map(|trailer| trailer.result.as_ref().err())
         .map(ToString::to_string)
         .collect();
-    if let FreeSetInspection::Invalid(error) = &free_set {
-        errors.push(error.to_string());
+    match &free_set {
+        FreeSetInspection::Invalid(error) => errors.push(error.to_string()),
+        FreeSetInspection::ClientSessionsUnheld(error) => errors.push(error.to_string()),
+        _ => {}
     }
     errors.extend(storage_size_error.map(|error| error.to_string()));
     if errors.is_empty() {
@@ -267,10 +275,10 @@ fn read_trailer(
     Ok((bytes, reader.addresses().to_vec()))
 }
 
-/// Decodes the free set from its two trailers and patches in their own blocks, as the grid's
-/// open does.
+/// Decodes the free set from its two trailers and patches in their own blocks, then releases
+/// the client-sessions trailer's blocks (when that trailer was read), as the grid's open does.
 fn decode_free_set(config: &Config, trailers: &[TrailerInspection; 3]) -> FreeSetInspection {
-    let [acquired, released, _] = trailers;
+    let [acquired, released, client_sessions] = trailers;
     let (Ok((acquired, acquired_blocks)), Ok((released, released_blocks))) =
         (&acquired.result, &released.result)
     else {
@@ -278,12 +286,22 @@ fn decode_free_set(config: &Config, trailers: &[TrailerInspection; 3]) -> FreeSe
     };
     let blocks_count_limit = config.grid_blocks_limit(Layout::new(config).data_file_size_min());
     let trailer_blocks = [acquired_blocks.as_slice(), released_blocks.as_slice()];
-    match FreeSet::open(blocks_count_limit, &[acquired], &[released], trailer_blocks) {
-        Ok(free_set) => FreeSetInspection::Decoded {
-            free_set,
-            trailer_block_count: (acquired_blocks.len() + released_blocks.len()) as u64,
-        },
-        Err(error) => FreeSetInspection::Invalid(error),
+    let mut free_set =
+        match FreeSet::open(blocks_count_limit, &[acquired], &[released], trailer_blocks) {
+            Ok(free_set) => free_set,
+            Err(error) => return FreeSetInspection::Invalid(error),
+        };
+    let client_sessions_blocks = match &client_sessions.result {
+        Ok((_, blocks)) => blocks.as_slice(),
+        Err(_) => &[],
+    };
+    if let Err(error) = release_client_sessions_blocks(&mut free_set, client_sessions_blocks) {
+        return FreeSetInspection::ClientSessionsUnheld(error);
+    }
+    FreeSetInspection::Decoded {
+        free_set,
+        trailer_block_count: (acquired_blocks.len() + released_blocks.len()) as u64,
+        client_sessions_block_count: client_sessions_blocks.len() as u64,
     }
 }
 
@@ -305,9 +323,13 @@ fn print_grid(
             println!("  free set: not decoded (a free-set trailer was refused, below)")
         }
         FreeSetInspection::Invalid(error) => println!("  free set: invalid: {error}"),
+        FreeSetInspection::ClientSessionsUnheld(error) => {
+            println!("  free set: disagrees with the client-sessions trailer: {error}")
+        }
         FreeSetInspection::Decoded {
             free_set,
             trailer_block_count,
+            client_sessions_block_count,
         } => {
             let highest = free_set
                 .highest_address_acquired()
@@ -318,6 +340,11 @@ fn print_grid(
                 free_set.count_acquired(),
                 free_set.count_released()
             );
+            if *client_sessions_block_count > 0 {
+                println!(
+                    "  the client-sessions trailer's {client_sessions_block_count} blocks are                      among the released (freed once the next checkpoint is durable)"
+                );
+            }
         }
     }
     if file_size_bytes < storage_size_bytes {
