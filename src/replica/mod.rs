@@ -30,6 +30,10 @@ use client_sessions::{ClientSessions, ClientSessionsError};
 use std::collections::VecDeque;
 use thiserror::Error;
 
+/// Whether an operation and body are ones the state machine accepts (checked before a
+/// request is prepared, so an invalid request never reaches the log).
+pub type InputRule = Box<dyn Fn(u8, &[u8]) -> bool + Send>;
+
 /// What the replica wants done, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
@@ -152,7 +156,7 @@ pub struct Replica {
     replay: VecDeque<(u64, Checksum)>,
     replay_reading: bool,
     checkpoint: CheckpointSchedule,
-    input_valid: Box<dyn Fn(u8, &[u8]) -> bool + Send>,
+    input_valid: InputRule,
     actions: VecDeque<Action>,
 }
 
@@ -183,7 +187,7 @@ impl Replica {
         working: Box<SuperblockHeader>,
         client_sessions: &[u8],
         headers: &[Header],
-        input_valid: Box<dyn Fn(u8, &[u8]) -> bool + Send>,
+        input_valid: InputRule,
     ) -> Result<Replica, ReplicaError> {
         let cluster = working.cluster;
         let clients_max = usize::try_from(config.clients_max).expect("fits");
