@@ -2,7 +2,9 @@
 mod actor_loop;
 pub mod benchmark;
 pub mod cli;
+pub mod client;
 pub mod grid;
 pub mod io;
 pub mod journal;
+pub mod net;
 pub mod state_machine;
