@@ -43,7 +43,7 @@ pub enum JournalRequest {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum JournalReply {
-    Recovered(Result<RecoveryReport, RecoveryError>),
+    Recovered(Result<Recovered, RecoveryError>),
     /// The write finished: `Durable` means the prepare may be acknowledged.
     Written(Written),
     Read(ReadDone),
@@ -53,6 +53,15 @@ pub enum JournalReply {
         checksum: Checksum,
         buffer: AlignedBuf,
     },
+}
+
+/// A recovered journal: the report, and the headers of the ops after the checkpoint up to
+/// the head, in op order — what the replica replays. Recovery guarantees every such op is in
+/// its slot (otherwise it refuses with `RecoveryError::Lost`).
+#[derive(Debug)]
+pub struct Recovered {
+    pub report: RecoveryReport,
+    pub headers: Vec<pinion::header::Header>,
 }
 
 /// The caller's end: a bounded request channel and its own bounded reply channel.
@@ -241,7 +250,16 @@ impl State {
             return;
         };
         match event {
-            Event::Recovered(result) => self.reply(JournalReply::Recovered(result)),
+            Event::Recovered(result) => {
+                let result = result.map(|report| {
+                    let head = report.op_head.unwrap_or(report.op_checkpoint);
+                    let headers = (report.op_checkpoint + 1..=head)
+                        .map_while(|op| self.journal.header_with_op(op).copied())
+                        .collect();
+                    Recovered { report, headers }
+                });
+                self.reply(JournalReply::Recovered(result));
+            }
             Event::Written(written) => {
                 self.reply(JournalReply::Written(written));
                 if let Some(message) = self.writes_waiting.pop_front() {

@@ -7,4 +7,6 @@ pub mod grid;
 pub mod io;
 pub mod journal;
 pub mod net;
+pub mod replica;
+pub mod service;
 pub mod state_machine;

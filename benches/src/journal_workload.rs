@@ -98,7 +98,7 @@ impl Actors {
         let reply = self.client.receive();
         let elapsed = start.elapsed();
         match reply {
-            JournalReply::Recovered(Ok(report)) => Ok((report, elapsed)),
+            JournalReply::Recovered(Ok(recovered)) => Ok((recovered.report, elapsed)),
             JournalReply::Recovered(Err(error)) => Err(format!("recovery refused: {error}")),
             reply => Err(format!("expected the recovery reply, got {reply:?}")),
         }

@@ -256,7 +256,7 @@ impl Node {
         let header = checkpoint_header(self.checkpoint_next);
         let completion = self
             .machine
-            .checkpoint(&mut self.io, &mut self.grid, &self.working, header)
+            .checkpoint(&mut self.io, &mut self.grid, &self.working, header, &[])
             .unwrap();
         let Completion::Checkpointed {
             op_checkpoint,

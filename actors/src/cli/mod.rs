@@ -4,9 +4,11 @@
 //! anything is written, says what to do, and exits non-zero (exit codes in the README).
 
 mod benchmark;
+pub mod client;
 mod format;
 mod inspect;
 mod simulate;
+pub mod start;
 
 use crate::io::{BackendChoice, DataFileError, Durability, IoConfig, IoError};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,6 +45,11 @@ pub enum Command {
     Benchmark(BenchmarkArguments),
     /// Run simulator seeds: the journal and superblock through crashes and disk faults, checked.
     Simulate(SimulateArguments),
+    /// Run the service on a data file until SIGINT/SIGTERM (then drain in-flight requests and
+    /// stop cleanly).
+    Start(start::StartArguments),
+    /// Send one request to a running service and print the reply.
+    Client(client::ClientArguments),
     /// Print the version.
     Version,
 }
@@ -241,6 +248,8 @@ pub fn run(arguments: Arguments) -> i32 {
         Command::Inspect(arguments) => inspect::run(&arguments),
         Command::Benchmark(arguments) => benchmark::run(&arguments),
         Command::Simulate(arguments) => simulate::run(&arguments),
+        Command::Start(arguments) => start::run(&arguments),
+        Command::Client(arguments) => client::run_command(&arguments),
         Command::Version => {
             println!("pinion {}", env!("CARGO_PKG_VERSION"));
             Ok(())
