@@ -1,9 +1,11 @@
-//! Storage-layer benchmark building blocks, shared by `pinion benchmark` and the fio comparison
-//! in `benches/`: a throwaway formatted data file, and one measured workload on a fresh io actor.
-//!
-//! Until the service exists, `pinion benchmark` measures durable writes through the io actor
-//! only, and says so.
+//! Benchmark building blocks, shared by `pinion benchmark` and `benches/`: a throwaway formatted
+//! data file; the end-to-end load generator (`load`: many clients sending echo requests to a
+//! running service, every reply checked); the resident set size of this process (`memory`); and
+//! the storage-layer measurement (`workload`: one durable-write workload on a fresh io actor,
+//! `pinion benchmark --storage`).
 
+pub mod load;
+pub mod memory;
 pub mod workload;
 
 use crate::io::{
@@ -20,12 +22,27 @@ pub struct BenchmarkFile {
     keep: bool,
 }
 
+/// The cluster [`BenchmarkFile::create`] formats with.
+pub const CLUSTER_DEFAULT: u128 = 1;
+
 impl BenchmarkFile {
-    /// Creates and formats `path` (which must not exist) with `config` through the io actor.
+    /// Creates and formats `path` (which must not exist) with `config` through the io actor,
+    /// for cluster [`CLUSTER_DEFAULT`].
     pub fn create(
         path: &Path,
         config: &Config,
         backend: BackendChoice,
+        keep: bool,
+    ) -> Result<BenchmarkFile, String> {
+        BenchmarkFile::create_for_cluster(path, config, backend, CLUSTER_DEFAULT, keep)
+    }
+
+    /// As [`BenchmarkFile::create`], for `cluster`.
+    pub fn create_for_cluster(
+        path: &Path,
+        config: &Config,
+        backend: BackendChoice,
+        cluster: u128,
         keep: bool,
     ) -> Result<BenchmarkFile, String> {
         let layout = Layout::new(config);
@@ -41,7 +58,8 @@ impl BenchmarkFile {
         let actor = IoActor::spawn(file, io).map_err(|error| error.to_string())?;
         let mut client = actor.client().map_err(|error| error.to_string())?;
         let depth = client.depth();
-        pinion::format::format(&mut client, config, 1, depth).map_err(|error| error.to_string())?;
+        pinion::format::format(&mut client, config, cluster, depth)
+            .map_err(|error| error.to_string())?;
         drop(client);
         actor.shutdown().map_err(|error| error.to_string())?;
         Ok(benchmark_file)
