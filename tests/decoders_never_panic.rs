@@ -58,7 +58,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
 
     /// Byte 3 picks the structure: 1 a trailer chain, 2 a table, 3 a manifest chain.
     #[test]
@@ -75,7 +75,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     /// Recovery over damaged WAL images. The prefix picks the wrapped image (ops 16..=79), the
     /// checkpoint at 51 that makes it valid, and mutations rather than raw bytes over the rings.
@@ -106,4 +106,43 @@ fn empty_inputs_are_choices_too() {
     ewah::run(&[]);
     block::run(&[]);
     journal_recovery::run(&[]);
+}
+
+/// Found by reading the block target's lookup path: `IndexBlock::decode` accepts a record whose
+/// value-block address is 0, and the lookup then hands that address to `block::validate`,
+/// which asserts `address >= 1`. The index block's checksums are valid (its parent names it),
+/// so only a writer bug or a crafted file gets here, but a decoder must refuse, not panic. The
+/// fix belongs in `src/lsm/table.rs` (`IndexBlock::decode`: refuse a record naming address 0);
+/// un-ignore this test with it.
+#[test]
+#[ignore = "bug: IndexBlock::decode accepts value-block address 0; see docs/testing.md"]
+fn index_record_naming_address_0_is_refused_not_a_panic() {
+    use pinion::buffer::AlignedBuf;
+    use pinion::checksum::checksum;
+    use pinion::header::offset;
+    use pinion::lsm::table::{Entry, TableBuilder, TableLookup, TreeLayout};
+
+    let layout = TreeLayout::new(1, 8, 8, 4096);
+    let mut builder = TableBuilder::new(layout, 7, 0);
+    let mut block = AlignedBuf::new(4096);
+    let key = 5u64.to_be_bytes();
+    builder.append(&mut block, &key, Entry::Put(&[1; 8]));
+    builder.value_block_seal(&mut block, 2);
+    let mut table = builder.index_block_seal(&mut block, 1);
+    // Record 0 is checksum ‖ address ‖ keys: zero its address, then reseal the index block.
+    let mut index = block.to_vec();
+    index[256 + 4..256 + 12].fill(0);
+    let size = u32::from_le_bytes(index[offset::SIZE..offset::SIZE + 4].try_into().unwrap());
+    let body_checksum = checksum(&index[256..size as usize]);
+    index[offset::CHECKSUM_BODY..offset::CHECKSUM_BODY + 4]
+        .copy_from_slice(&body_checksum.to_le_bytes());
+    table.index_checksum = checksum(&index[4..256]);
+    index[..4].copy_from_slice(&table.index_checksum.to_le_bytes());
+
+    let mut lookup = TableLookup::new(layout, &table, &key);
+    let refused = match lookup.on_block(&index) {
+        Err(_) => true,
+        Ok(_) => lookup.on_block(&[0u8; 4096]).is_err(),
+    };
+    assert!(refused);
 }

@@ -22,6 +22,7 @@ use pinion::lsm::table::{
     Entry, IndexBlock, Key, LookupStep, TableBuilder, TableInfo, TableLookup, TreeLayout,
     ValueBlock, KEY_SIZE_MAX,
 };
+use pinion::prng::Prng;
 
 use crate::input::{mutate, Input};
 
@@ -160,8 +161,7 @@ fn trailer(input: &mut Input<'_>) -> Grid {
         .min((GRID_BLOCKS_MAX - 1) * chunk_size_max);
     let size_bytes = 1 + input.below(size_bytes_max);
     let mut bytes = vec![0u8; size_bytes];
-    let given = input.bytes(size_bytes);
-    bytes[..given.len()].copy_from_slice(given);
+    Prng::new(input.u64()).fill(&mut bytes);
     let chunks: Vec<&[u8]> = bytes.chunks(chunk_size_max).collect();
     let mut grid = Grid::new();
     let mut previous = TrailerMetadata::default();
@@ -201,7 +201,7 @@ fn trailer(input: &mut Input<'_>) -> Grid {
 }
 
 /// A table of `layout`'s tree: its index block at address 1, its value blocks at 2.. . Keys are
-/// the entry numbers, big-endian; values come from the input.
+/// the entry numbers, big-endian; values (and which entries are tombstones) come from a seed.
 fn table(input: &mut Input<'_>, layout: &TreeLayout) -> Grid {
     let key_count_max = 1u64
         .checked_shl(8 * layout.key_size)
@@ -213,6 +213,7 @@ fn table(input: &mut Input<'_>, layout: &TreeLayout) -> Grid {
     let mut buffer = AlignedBuf::new(BLOCK_SIZE as usize);
     let mut address = 2;
     let mut value = vec![0u8; layout.value_size as usize];
+    let mut prng = Prng::new(input.u64());
     for number in 0..count {
         if builder.value_block_is_full() {
             builder.value_block_seal(&mut buffer, address);
@@ -224,9 +225,8 @@ fn table(input: &mut Input<'_>, layout: &TreeLayout) -> Grid {
         let mut key = vec![0u8; key_size];
         let copied = key_size.min(8);
         key[key_size - copied..].copy_from_slice(&key_bytes[8 - copied..]);
-        let given = input.bytes(value.len());
-        value[..given.len()].copy_from_slice(given);
-        let entry = if input.u8() == 0xFF {
+        prng.fill(&mut value);
+        let entry = if prng.chance(1, 8) {
             Entry::Tombstone
         } else {
             Entry::Put(&value)
@@ -241,24 +241,25 @@ fn table(input: &mut Input<'_>, layout: &TreeLayout) -> Grid {
     grid
 }
 
-/// A manifest of tables with fuzzer-chosen trees and levels, written by `Manifest::checkpoint`
+/// A manifest of tables with seeded trees, levels and keys, written by `Manifest::checkpoint`
 /// as a chain whose newest block is at address 1.
 fn manifest(input: &mut Input<'_>) -> Grid {
     let mut manifest = Manifest::new(LSM_LEVELS);
     let count = input.below(2 * entries_per_block(BLOCK_SIZE) as usize) + 1;
+    let mut prng = Prng::new(input.u64());
     for number in 0..count as u64 {
-        let key_min = input.u8();
+        let key_min = prng.below(256) as u8;
         let table = TableInfo {
-            tree_id: 1 + input.u8() as u16 % 3,
+            tree_id: 1 + prng.below(3) as u16,
             key_min: Key::from_slice(&[key_min]),
-            key_max: Key::from_slice(&[key_min, input.u8()]),
-            snapshot_min: input.u8() as u64,
+            key_max: Key::from_slice(&[key_min, prng.below(256) as u8]),
+            snapshot_min: prng.below(256),
             snapshot_max: u64::MAX,
             index_address: 100 + number,
-            index_checksum: input.u32(),
-            value_count: 1 + input.u8() as u32,
+            index_checksum: prng.next_u64() as u32,
+            value_count: 1 + prng.below(256) as u32,
         };
-        manifest.insert(input.u8() % LSM_LEVELS as u8, table);
+        manifest.insert(prng.below(LSM_LEVELS) as u8, table);
     }
     let block_count = manifest.checkpoint_block_count(BLOCK_SIZE);
     let addresses: Vec<u64> = (1..=block_count).rev().collect();
