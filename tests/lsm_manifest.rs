@@ -6,6 +6,7 @@
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
+use pinion::grid::access::GridDirect;
 use pinion::grid::block::{block_offset_in_zone, BlockFault};
 use pinion::grid::{driver as grid_driver, Grid, ReadOptions};
 use pinion::header::prepare::Prepare;
@@ -64,7 +65,11 @@ fn reopen(
     let working = superblock::open(storage, options).unwrap().superblock;
     let checkpoint = &working.vsr_state.checkpoint;
     let mut grid = grid_driver::open(storage, &config(), CLUSTER, checkpoint).unwrap();
-    let manifest = driver::open_manifest(storage, &mut grid, &config(), checkpoint);
+    let manifest = driver::open_manifest(
+        &mut GridDirect::new(storage, &mut grid),
+        &config(),
+        checkpoint,
+    );
     (working, grid, manifest)
 }
 
@@ -94,7 +99,14 @@ fn checkpoint(
         config.lsm_compaction_ops,
     );
     let header = checkpoint_header(op);
-    driver::checkpoint_with_superblock(storage, grid, manifest, working, header, &[]).unwrap()
+    driver::checkpoint_with_superblock(
+        &mut GridDirect::new(storage, grid),
+        manifest,
+        working,
+        header,
+        &[],
+    )
+    .unwrap()
 }
 
 fn layout(tree_id: u16) -> TreeLayout {
@@ -125,7 +137,7 @@ fn table(
         })
         .collect();
     let mut builder = TableBuilder::new(layout(tree_id), CLUSTER, first);
-    driver::create_table(storage, grid, &mut builder, &entries).unwrap()
+    driver::create_table(&mut GridDirect::new(storage, grid), &mut builder, &entries).unwrap()
 }
 
 /// A manifest of `count` small tables over three trees and several levels.
@@ -167,8 +179,7 @@ fn the_manifest_survives_a_checkpoint_and_restart_across_several_blocks() {
     assert!(reopened.tables(table.tree_id, level).contains(&table));
     let key = table.key_min.bytes(8).to_vec();
     let found = driver::lookup(
-        &mut storage,
-        &mut grid,
+        &mut GridDirect::new(&mut storage, &mut grid),
         &layout(table.tree_id),
         &table,
         &key,

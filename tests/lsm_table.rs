@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use pinion::config::Config;
+use pinion::grid::access::GridDirect;
 use pinion::grid::block::{block_offset_in_zone, BlockFault};
 use pinion::grid::{driver as grid_driver, Grid, ReadOptions};
 use pinion::layout::{Layout, Zone};
@@ -101,7 +102,7 @@ fn build(
         })
         .collect();
     let mut builder = TableBuilder::new(layout(), CLUSTER, snapshot);
-    driver::create_table(storage, grid, &mut builder, &entries).unwrap()
+    driver::create_table(&mut GridDirect::new(storage, grid), &mut builder, &entries).unwrap()
 }
 
 fn expected(run: &BTreeMap<u64, Option<u64>>, key: u64) -> Lookup {
@@ -153,8 +154,7 @@ fn point_lookups_in_random_tables_match_a_sorted_map() {
         for key in 0..key_last + 3 {
             for options in [ReadOptions::default(), UNCACHED] {
                 let found = driver::lookup(
-                    &mut storage,
-                    &mut grid,
+                    &mut GridDirect::new(&mut storage, &mut grid),
                     &layout(),
                     &table,
                     &key_bytes(key),
@@ -214,8 +214,7 @@ fn a_corrupt_value_or_index_block_is_reported_with_its_address_not_as_absent() {
         // One flipped bit in the block's first sector (header, body or padding).
         storage.corrupt_sector(Zone::Grid, block_offset_in_zone(address, block_size));
         let error = driver::lookup(
-            &mut storage,
-            &mut grid,
+            &mut GridDirect::new(&mut storage, &mut grid),
             &layout,
             &table,
             &key_bytes(key),
@@ -264,8 +263,7 @@ fn a_block_of_another_tree_is_refused_with_its_address() {
         ..table
     };
     let error = driver::lookup(
-        &mut storage,
-        &mut grid,
+        &mut GridDirect::new(&mut storage, &mut grid),
         &other,
         &table_as_other,
         &key_bytes(10),

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
+use pinion::grid::access::GridDirect;
 use pinion::grid::block::block_offset_in_zone;
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
@@ -130,13 +131,16 @@ impl Harness {
             self.model.insert(*key, *value);
         }
         self.tree
-            .compact(&mut self.storage, &mut self.grid, &mut self.manifest, op)
+            .compact(
+                &mut GridDirect::new(&mut self.storage, &mut self.grid),
+                &mut self.manifest,
+                op,
+            )
             .unwrap();
         if op == self.checkpoint_next + self.bar() {
             assert!(self.tree.is_idle());
             self.working = driver::checkpoint_with_superblock(
-                &mut self.storage,
-                &mut self.grid,
+                &mut GridDirect::new(&mut self.storage, &mut self.grid),
                 &mut self.manifest,
                 &self.working,
                 checkpoint_header(self.checkpoint_next),
@@ -161,8 +165,7 @@ impl Harness {
 
     fn get(&mut self, key: u64) -> Result<Option<Vec<u8>>, TreeError> {
         self.tree.get(
-            &mut self.storage,
-            &mut self.grid,
+            &mut GridDirect::new(&mut self.storage, &mut self.grid),
             &self.manifest,
             &key.to_be_bytes(),
         )
@@ -281,7 +284,9 @@ fn reopen(storage: &mut SimulatedStorage, config: &Config) -> (SuperblockHeader,
     let working = superblock::open(storage, options).unwrap().superblock;
     let checkpoint = &working.vsr_state.checkpoint;
     let mut grid = grid_driver::open(storage, config, CLUSTER, checkpoint).unwrap();
-    let manifest = driver::open_manifest(storage, &mut grid, config, checkpoint).unwrap();
+    let manifest =
+        driver::open_manifest(&mut GridDirect::new(storage, &mut grid), config, checkpoint)
+            .unwrap();
     (working, grid, manifest)
 }
 
@@ -459,8 +464,7 @@ fn a_corrupt_table_block_read_by_compaction_fails_the_beat_with_its_address() {
             }
         }
         let result = harness.tree.compact(
-            &mut harness.storage,
-            &mut harness.grid,
+            &mut GridDirect::new(&mut harness.storage, &mut harness.grid),
             &mut harness.manifest,
             op,
         );

@@ -11,6 +11,7 @@
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
+use pinion::grid::access::GridDirect;
 use pinion::grid::block::block_offset_in_zone;
 use pinion::grid::trailer::{TrailerFault, TrailerKind};
 use pinion::grid::{driver as grid_driver, Grid, OpenError};
@@ -155,7 +156,8 @@ impl Harness {
         let mut grid = grid_driver::open(&mut storage, &config, CLUSTER, checkpoint)?;
         let options = EchoOptions::from_config(&config);
         let mut machine = EchoStateMachine::new(&config, CLUSTER, options);
-        let completion = match machine.open(&mut storage, &mut grid, &working) {
+        let completion = match machine.open(&mut GridDirect::new(&mut storage, &mut grid), &working)
+        {
             Ok(completion) => completion,
             Err(error) => return Ok(Err(error)),
         };
@@ -191,9 +193,12 @@ impl Harness {
         let operation = request.operation as u8;
         let body = &request.body;
         assert!(self.machine.input_valid(operation, body));
-        let prefetched =
-            self.machine
-                .prefetch(&mut self.storage, &mut self.grid, op, operation, body)?;
+        let prefetched = self.machine.prefetch(
+            &mut GridDirect::new(&mut self.storage, &mut self.grid),
+            op,
+            operation,
+            body,
+        )?;
         assert_eq!(prefetched, Completion::Prefetched { op });
         let committed = Committed {
             client: CLIENT,
@@ -224,14 +229,13 @@ impl Harness {
         }
         let compacted = self
             .machine
-            .compact(&mut self.storage, &mut self.grid, op)?;
+            .compact(&mut GridDirect::new(&mut self.storage, &mut self.grid), op)?;
         assert_eq!(compacted, Completion::Compacted { op });
         self.op_last = op;
         if op == self.checkpoint_next + self.bar() {
             assert!(self.machine.is_idle());
             let completion = self.machine.checkpoint(
-                &mut self.storage,
-                &mut self.grid,
+                &mut GridDirect::new(&mut self.storage, &mut self.grid),
                 &self.working,
                 checkpoint_header(self.checkpoint_next),
                 &client_sessions(&self.config, self.checkpoint_next),
@@ -438,7 +442,12 @@ fn an_op_already_in_the_checkpoint_executed_again_is_caught_by_the_prefetched_lo
     let echo = EchoOperation::Echo as u8;
     harness
         .machine
-        .prefetch(&mut harness.storage, &mut harness.grid, op, echo, &[])
+        .prefetch(
+            &mut GridDirect::new(&mut harness.storage, &mut harness.grid),
+            op,
+            echo,
+            &[],
+        )
         .unwrap();
     let mut output = harness.output.clone();
     harness

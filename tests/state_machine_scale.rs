@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::{Config, SECTOR_SIZE};
+use pinion::grid::access::GridDirect;
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
 use pinion::header::Header;
@@ -200,7 +201,9 @@ impl Node {
         .unwrap();
         let mut machine =
             EchoStateMachine::new(&config, CLUSTER, EchoOptions::from_config(&config));
-        let completion = machine.open(&mut storage, &mut grid, &working).unwrap();
+        let completion = machine
+            .open(&mut GridDirect::new(&mut storage, &mut grid), &working)
+            .unwrap();
         assert_eq!(
             completion,
             Completion::Opened {
@@ -218,7 +221,12 @@ impl Node {
         assert!(self.machine.input_valid(operation, body));
         let prefetched = self
             .machine
-            .prefetch(&mut self.storage, &mut self.grid, op, operation, body)
+            .prefetch(
+                &mut GridDirect::new(&mut self.storage, &mut self.grid),
+                op,
+                operation,
+                body,
+            )
             .unwrap();
         assert_eq!(prefetched, Completion::Prefetched { op });
         let size =
@@ -226,7 +234,7 @@ impl Node {
                 .commit(CLIENT, op, timestamp(op), operation, body, &mut self.output);
         let compacted = self
             .machine
-            .compact(&mut self.storage, &mut self.grid, op)
+            .compact(&mut GridDirect::new(&mut self.storage, &mut self.grid), op)
             .unwrap();
         assert_eq!(compacted, Completion::Compacted { op });
         self.op_last = op;
@@ -247,8 +255,7 @@ impl Node {
         let completion = self
             .machine
             .checkpoint(
-                &mut self.storage,
-                &mut self.grid,
+                &mut GridDirect::new(&mut self.storage, &mut self.grid),
                 &self.working,
                 header,
                 &[],

@@ -1,6 +1,6 @@
 //! The grid actor: one (optionally pinned) thread that owns the core [`Grid`] — block cache,
 //! free set, block pool, read and write IOPs — and an `IoClient` of its own, and serves its
-//! callers (the state machine's forest, the replica's checkpoint) by message. Where TigerBeetle's
+//! caller (the state-machine actor's forest, through [`GridAccessClient`]) by message. Where TigerBeetle's
 //! grid takes callbacks, this actor sends replies: ordering is the channels' FIFO order and
 //! nothing re-enters the grid.
 //!
@@ -40,12 +40,14 @@
 //!   addresses acquired, so the actor never grows it.
 //!
 //! # Checkpoint (ref §4.6), as split between the actor and its caller
-//! [`GridRequest::Checkpoint`] is the grid's side: encode the free set, acquire and write both
-//! free-set trailers (through the write path, after any create sent before it), and reply with
-//! the [`GridCheckpoint`] (trailer references, storage size) once every trailer block — and every
-//! block created before the request — is durable (after those creates' `Written` replies). The
-//! client-sessions trailer it writes is empty: the replica's client sessions go through the
-//! state-machine actor's `Checkpoint`, whose grid writes them (`Grid::checkpoint`).
+//! [`GridRequest::Checkpoint`] is the grid's side: write the client-sessions trailer holding the
+//! bytes the request carries (the replica's encoding, through the state-machine actor's
+//! `Checkpoint`; empty for none), encode the free set, acquire and write both free-set trailers
+//! (through the write path, after any create sent before it), and reply with the
+//! [`GridCheckpoint`] (trailer references, storage size) once every trailer block — and every
+//! block created before the request — is durable (after those creates' `Written` replies).
+//! [`GridRequest::TakeClientSessions`] gives back, once, the client-sessions trailer of the
+//! checkpoint the grid was opened from (read and validated at spawn).
 //! Recording it in the superblock stays with the caller, which owns the superblock (it also
 //! records the journal's state): `GridCheckpoint::apply` onto the new
 //! checkpoint state, `superblock::update`, then [`GridRequest::MarkCheckpointNotDurable`] (the
@@ -65,6 +67,18 @@
 //!
 //! One caller holds the one [`GridClient`]; several callers would each need their own reply
 //! channel (as io clients have), which no caller needs yet.
+//!
+//! # The state machine's access: [`GridAccessClient`]
+//! The LSM forest's drivers are generic over the core's `GridAccess` trait, one grid operation
+//! at a time. [`GridAccessClient`] implements it over a [`GridClient`]: each call sends one
+//! request and waits for its reply (`GridClient::call`), so the state-machine actor owns no
+//! grid, no cache and no pool. Blocking the state-machine thread on the grid actor cannot
+//! deadlock: the grid actor's replies depend only on its io actor's completions (and on nothing
+//! the state-machine actor does after sending), the io actor depends on no one, and with one
+//! request outstanding neither channel can be full. The cost is a channel round trip (two
+//! thread hand-offs) per grid operation — a block read, a create, and an acquire per created
+//! block — plus the copy of every block read (module documentation above); the superblock
+//! write at the end of a checkpoint goes through the state-machine actor's own io client.
 
 use crate::actor_loop::ActorState;
 use crate::io::IoClient;
@@ -72,6 +86,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use pinion::buffer::AlignedBuf;
 use pinion::checksum::Checksum;
 use pinion::config::{round_up_sector, Config};
+use pinion::grid::access::GridAccess;
 use pinion::grid::block::BlockError;
 use pinion::grid::free_set::Reservation;
 use pinion::grid::paths::reads_max;
@@ -113,8 +128,12 @@ pub enum GridRequest {
     Forfeit { reservation: Reservation },
     /// Release an acquired block: readable until the next checkpoint is durable.
     Release { address: u64 },
-    /// Write the free-set trailers of a new checkpoint (module documentation).
-    Checkpoint,
+    /// Write the trailers of a new checkpoint: `client_sessions` (empty for none, or exactly
+    /// the client-sessions trailer's size) and the free set's (module documentation).
+    Checkpoint { client_sessions: Vec<u8> },
+    /// Give back the client-sessions trailer of the checkpoint opened (empty if it recorded
+    /// none). Once: a second is refused in the caller's thread.
+    TakeClientSessions,
     /// The superblock now names the checkpoint written: release its trailer blocks.
     MarkCheckpointNotDurable,
     /// The latest checkpoint is durable: free the blocks released before it.
@@ -167,6 +186,7 @@ pub enum GridReply {
     Checkpointed(Result<Box<GridCheckpoint>, CheckpointError>),
     MarkedCheckpointNotDurable,
     CheckpointDurable,
+    ClientSessions(Vec<u8>),
 }
 
 /// Why the grid actor did not start.
@@ -201,6 +221,7 @@ pub struct GridClient {
     checkpoint_durable: bool,
     /// Reservations sent and not yet forfeited (or refused).
     reservations_count: u64,
+    client_sessions_taken: bool,
 }
 
 impl GridClient {
@@ -251,7 +272,11 @@ impl GridClient {
                 self.reservations_count -= 1;
             }
             GridRequest::Release { .. } => idle("Release", self.checkpoint),
-            GridRequest::Checkpoint => {
+            GridRequest::TakeClientSessions => {
+                assert!(!self.client_sessions_taken, "TakeClientSessions twice");
+                self.client_sessions_taken = true;
+            }
+            GridRequest::Checkpoint { .. } => {
                 idle("Checkpoint", self.checkpoint);
                 assert!(
                     self.checkpoint_durable,
@@ -423,6 +448,7 @@ impl GridActor {
             checkpoint: CheckpointStep::Idle,
             checkpoint_durable: false,
             reservations_count: 0,
+            client_sessions_taken: false,
         };
         let actor = GridActor {
             thread: Some(thread),
@@ -544,7 +570,13 @@ impl State {
                 buffer,
             } => return self.start_read(address, checksum, options, buffer),
             GridRequest::Create { block } => return self.start_create(block),
-            GridRequest::Checkpoint => return self.start_checkpoint(),
+            GridRequest::Checkpoint { client_sessions } => {
+                return self.start_checkpoint(client_sessions)
+            }
+            GridRequest::TakeClientSessions => {
+                let client_sessions = self.grid.take_client_sessions();
+                self.reply(GridReply::ClientSessions(client_sessions));
+            }
             GridRequest::Reserve { block_count } => {
                 let result = self.grid.reserve(block_count);
                 self.reply(GridReply::Reserved(result));
@@ -632,14 +664,14 @@ impl State {
 
     /// Starts the grid's checkpoint. The stash holds every trailer block, but blocks of writes
     /// still in flight may be among them: then the checkpoint waits for those writes.
-    fn start_checkpoint(&mut self) -> Option<GridRequest> {
-        match self.grid.checkpoint(&[]) {
+    fn start_checkpoint(&mut self, client_sessions: Vec<u8>) -> Option<GridRequest> {
+        match self.grid.checkpoint(&client_sessions) {
             Ok(()) => {
                 // With empty trailers the checkpoint is already done.
                 self.on_events();
             }
             Err(CheckpointError::PoolExhausted { .. }) if self.grid.writes_pending() > 0 => {
-                return Some(GridRequest::Checkpoint);
+                return Some(GridRequest::Checkpoint { client_sessions });
             }
             Err(error) => {
                 self.checkpointed = Some(Err(error));
@@ -726,5 +758,180 @@ impl State {
         // The client bounds its outstanding requests by the channel's capacity, so this never
         // blocks; a gone client means it stopped listening, which is not the grid's concern.
         let _ = self.replies.send(reply);
+    }
+}
+
+/// The core's [`GridAccess`] over the grid actor (module documentation): each call sends one
+/// [`GridRequest`] and waits for its [`GridReply`]. Holds the one read buffer every block read
+/// is copied into (allocated here, once) and the io client the superblock is written through.
+pub struct GridAccessClient {
+    grid: GridClient,
+    superblock: IoClient,
+    /// `None` only while a read is at the grid actor.
+    read_buffer: Option<AlignedBuf>,
+    /// Bytes of the read buffer beyond the last block read that may be non-zero.
+    read_dirty_end: usize,
+    /// The one-address `Vec` every `Acquire` fills and gives back.
+    acquired: Vec<u64>,
+    block_size: u64,
+}
+
+impl GridAccessClient {
+    /// `grid` (with nothing outstanding) and, for the superblock, an io client of the caller's
+    /// own (not the grid actor's).
+    pub fn new(grid: GridClient, superblock: IoClient) -> GridAccessClient {
+        assert_eq!(grid.outstanding_count(), 0);
+        let block_size = grid.block_size;
+        GridAccessClient {
+            grid,
+            superblock,
+            read_buffer: Some(AlignedBuf::new(block_size as usize)),
+            read_dirty_end: 0,
+            acquired: Vec::with_capacity(1),
+            block_size,
+        }
+    }
+
+    /// The grid client and the superblock's io client back.
+    pub fn into_parts(self) -> (GridClient, IoClient) {
+        (self.grid, self.superblock)
+    }
+
+    pub fn grid_client(&self) -> &GridClient {
+        &self.grid
+    }
+}
+
+impl std::fmt::Debug for GridAccessClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GridAccessClient")
+            .field("grid", &self.grid)
+            .finish()
+    }
+}
+
+impl GridAccess for GridAccessClient {
+    type SuperblockStorage = IoClient;
+
+    fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The grid actor copies the block's first `round_up_sector(size)` bytes into the read
+    /// buffer; the rest of the buffer is zeroed where an earlier, longer block left bytes, so
+    /// the slice is the whole `block_size` the LSM's decoders validate.
+    fn read_block(
+        &mut self,
+        address: u64,
+        checksum: Checksum,
+        options: ReadOptions,
+    ) -> Result<&[u8], BlockError> {
+        let buffer = self.read_buffer.take().expect("one read at a time");
+        let reply = self.grid.call(GridRequest::Read {
+            address,
+            checksum,
+            options,
+            buffer,
+        });
+        let GridReply::Read(read) = reply else {
+            panic!("Read replied {reply:?}");
+        };
+        assert_eq!((read.address, read.checksum), (address, checksum));
+        let mut buffer = read.buffer;
+        let length = buffer.len();
+        buffer.set_len(self.block_size as usize);
+        match read.result {
+            Ok(()) => {
+                if self.read_dirty_end > length {
+                    buffer[length..self.read_dirty_end].fill(0);
+                }
+                self.read_dirty_end = length;
+            }
+            // Unspecified bytes: zero everything beyond the next block read.
+            Err(_) => self.read_dirty_end = self.block_size as usize,
+        }
+        let buffer = self.read_buffer.insert(buffer);
+        read.result.map(|()| &buffer[..])
+    }
+
+    fn create_block(&mut self, block: AlignedBuf) -> (AlignedBuf, Result<(), IoFatal>) {
+        match self.grid.call(GridRequest::Create { block }) {
+            GridReply::Written(written) => (written.buffer, written.result),
+            reply => panic!("Create replied {reply:?}"),
+        }
+    }
+
+    fn reserve(&mut self, block_count: u64) -> Result<Reservation, StorageLimitError> {
+        match self.grid.call(GridRequest::Reserve { block_count }) {
+            GridReply::Reserved(result) => result,
+            reply => panic!("Reserve replied {reply:?}"),
+        }
+    }
+
+    fn acquire(&mut self, reservation: Reservation) -> (Reservation, Option<u64>) {
+        let addresses = std::mem::take(&mut self.acquired);
+        let request = GridRequest::Acquire {
+            reservation,
+            block_count: 1,
+            addresses,
+        };
+        match self.grid.call(request) {
+            GridReply::Acquired {
+                reservation,
+                addresses,
+            } => {
+                let address = addresses.first().copied();
+                self.acquired = addresses;
+                (reservation, address)
+            }
+            reply => panic!("Acquire replied {reply:?}"),
+        }
+    }
+
+    fn forfeit(&mut self, reservation: Reservation) {
+        match self.grid.call(GridRequest::Forfeit { reservation }) {
+            GridReply::Forfeited => {}
+            reply => panic!("Forfeit replied {reply:?}"),
+        }
+    }
+
+    fn release(&mut self, address: u64) {
+        match self.grid.call(GridRequest::Release { address }) {
+            GridReply::Released { address: released } => assert_eq!(released, address),
+            reply => panic!("Release replied {reply:?}"),
+        }
+    }
+
+    fn checkpoint(&mut self, client_sessions: &[u8]) -> Result<GridCheckpoint, CheckpointError> {
+        let client_sessions = client_sessions.to_vec();
+        match self.grid.call(GridRequest::Checkpoint { client_sessions }) {
+            GridReply::Checkpointed(result) => result.map(|checkpoint| *checkpoint),
+            reply => panic!("Checkpoint replied {reply:?}"),
+        }
+    }
+
+    fn mark_checkpoint_not_durable(&mut self) {
+        match self.grid.call(GridRequest::MarkCheckpointNotDurable) {
+            GridReply::MarkedCheckpointNotDurable => {}
+            reply => panic!("MarkCheckpointNotDurable replied {reply:?}"),
+        }
+    }
+
+    fn checkpoint_durable(&mut self) {
+        match self.grid.call(GridRequest::CheckpointDurable) {
+            GridReply::CheckpointDurable => {}
+            reply => panic!("CheckpointDurable replied {reply:?}"),
+        }
+    }
+
+    fn take_client_sessions(&mut self) -> Vec<u8> {
+        match self.grid.call(GridRequest::TakeClientSessions) {
+            GridReply::ClientSessions(client_sessions) => client_sessions,
+            reply => panic!("TakeClientSessions replied {reply:?}"),
+        }
+    }
+
+    fn superblock_storage(&mut self) -> &mut IoClient {
+        &mut self.superblock
     }
 }

@@ -12,6 +12,7 @@
 //! lets the replica finish every prepare in flight and every reply write, then stops the
 //! state-machine, journal and io actors in that order.
 
+use crate::grid::{GridActor, GridSpawnError};
 use crate::io::{DataFile, IoActor, IoConfig, IoError, IoStats};
 use crate::journal::{JournalActor, JournalReply, JournalRequest};
 use crate::net::{self, NetHandle, NetOptions, NetStats};
@@ -177,6 +178,7 @@ pub struct Service {
     control: Sender<Control>,
     replica: JoinHandle<Result<ReplicaStats, ReplicaFailure>>,
     state_machine: StateMachineActor<EchoStateMachine>,
+    grid: GridActor,
     journal: JournalActor,
     io: IoActor,
 }
@@ -209,21 +211,29 @@ impl Service {
         let checkpoint = working.vsr_state.checkpoint.clone();
         let echo_options = EchoOptions::from_config(&config);
         let machine = EchoStateMachine::new(&config, cluster, echo_options);
-        let (state_machine, mut state_machine_client) = StateMachineActor::spawn(
+        // The grid actor is the state machine's only way to blocks; it shares its core.
+        let (grid, grid_client) = GridActor::spawn(
             &config,
             cluster,
             &checkpoint,
-            machine,
             io.client().map_err(io_error)?,
-            8,
+            GridActor::capacity_default(&config),
             options.cores.state_machine,
         )
         .map_err(|error| match error {
-            StateMachineSpawnError::Open(error) => ServiceError::corrupt(format!(
+            GridSpawnError::Open(error) => ServiceError::corrupt(format!(
                 "cannot open the grid from the superblock's checkpoint: {error}"
             )),
             error => ServiceError::cli(error.to_string()),
         })?;
+        let (state_machine, mut state_machine_client) = StateMachineActor::spawn(
+            machine,
+            grid_client,
+            io.client().map_err(io_error)?,
+            8,
+            options.cores.state_machine,
+        )
+        .map_err(|error: StateMachineSpawnError| ServiceError::cli(error.to_string()))?;
         let opened = state_machine_client.call(StateMachineRequest::Open {
             superblock: Box::new(working.clone()),
         });
@@ -324,6 +334,7 @@ impl Service {
             control: control_sender,
             replica,
             state_machine,
+            grid,
             journal,
             io,
         })
@@ -355,7 +366,8 @@ impl Service {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        self.state_machine.join();
+        drop(self.state_machine.join());
+        self.grid.join();
         self.journal.join();
         let io = self.io.shutdown().map_err(io_error)?;
         let replica = replica?;

@@ -1,39 +1,25 @@
 //! The state-machine actor: one (optionally pinned) thread that owns a core [`StateMachine`]
-//! (the echo state machine with its LSM forest), the core [`Grid`] its forest reads and writes,
-//! and an `IoClient` of its own, and serves the replica's open / prefetch / commit / compact /
-//! checkpoint steps by message. Where TigerBeetle's state machine takes callbacks, this actor
-//! sends replies: one per request, in request order, and nothing re-enters the state machine.
+//! (the echo state machine with its LSM forest), a [`GridAccessClient`] — its way to the grid
+//! actor — and an `IoClient` of its own for the superblock, and serves the replica's open /
+//! prefetch / commit / compact / checkpoint steps by message. Where TigerBeetle's state machine
+//! takes callbacks, this actor sends replies: one per request, in request order, and nothing
+//! re-enters the state machine.
 //!
-//! # Blocks go through this actor's own grid, not yet through the grid actor
-//! Issue 5 item 7 asks that this actor read and write blocks only through the grid actor
-//! ([`crate::grid`]). That is **not** what this module delivers, because the core does not allow
-//! it yet: the state machine's `open`, `prefetch`, `compact` and `checkpoint` are blocking
-//! drivers that take `&mut impl Storage` *and* `&mut Grid`, the concrete core grid, and call its
-//! methods in place: `Grid::reserve` / `acquire` / `forfeit` / `release` (compaction, manifest
-//! and trees), `Grid::block(&BlockRef)` which lends a slice of the grid's own pool buffer
-//! (`lsm::driver::open_manifest`, `lsm::compaction`), `grid::driver::read_block` /
-//! `create_block` / `checkpoint`, which run the grid's I/O loop on the storage they are given,
-//! and `Grid::mark_checkpoint_not_durable` after `superblock::update`. A `Storage` adapter cannot
-//! bridge that: the free set, cache and block pool those calls touch would still have to live in
-//! this thread. For the drivers to run against the grid actor, the core would need one of:
-//! - a grid-access trait the LSM drivers are generic over (`lsm::tree`, `lsm::compaction`,
-//!   `lsm::driver`, `lsm::groove::prefetch`, `lsm::forest`), with `read_block(address,
-//!   checksum) -> Result<block bytes, BlockError>` (bytes copied into a caller buffer, as the
-//!   grid actor's `Read` does, instead of a `BlockRef` into the pool), `create_block(AlignedBuf)
-//!   -> AlignedBuf`, `reserve` / `acquire` / `forfeit` / `release`, `checkpoint ->
-//!   GridCheckpoint` and `mark_checkpoint_not_durable`; the core would implement it for
-//!   `(storage, Grid)`, and `actors/` for a blocking adapter over [`crate::grid::GridClient`]
-//!   that sends each `GridRequest` and waits for its `GridReply` (blocking this thread is safe:
-//!   the grid actor's replies never depend on this actor, so no cycle); the superblock update at
-//!   the end of `Forest::checkpoint` would take its own storage (this actor's io client);
-//! - or the sans-IO split the core's `state_machine` module names as still to do: steps that
-//!   emit grid requests and accept their replies, driven by this actor's event loop.
+//! # Blocks go only through the grid actor
+//! This actor owns no grid: no free set, no block cache, no pool (issue 5 item 7). The core's
+//! state-machine steps are blocking drivers generic over `pinion::grid::access::GridAccess`; here
+//! they run over [`GridAccessClient`], which sends each grid operation (read, create, reserve,
+//! acquire, forfeit, release, checkpoint, take client sessions, checkpoint durability) to the
+//! grid actor ([`crate::grid`]) and waits for its reply. A block read comes back as a copy in the
+//! client's one read buffer; a create swaps the sealed buffer for a fresh one. The superblock
+//! update at the end of a `Checkpoint` goes through this actor's own io client.
 //!
-//! Until then this actor owns the `Grid` itself (opened in its thread from the superblock's
-//! checkpoint, as the grid actor opens its own) and runs the core's drivers on its io client.
-//! The message protocol below is the final one: moving the grid out to the grid actor changes
-//! what happens inside the thread, not what crosses the channels. Only one of this actor and a
-//! grid actor may own a data file's grid at a time.
+//! **Why blocking here cannot deadlock.** While a step waits for a grid reply, the grid actor
+//! needs nothing from this actor: it answers from its own state or on its own io client's
+//! completions, and the io actor depends on nobody. The wait graph is state machine → grid →
+//! io, with no edge back, and with one grid request outstanding neither of the bounded channels
+//! between the two can be full. The replica waits on this actor the same way (one more edge
+//! into the chain, none out of it).
 //!
 //! # Protocol
 //! [`StateMachineRequest::Open`] comes first, once; then for each committed op, in order,
@@ -50,20 +36,20 @@
 //! from the last checkpoint once the block is repaired.
 //!
 //! `Checkpoint` writes the manifest, the grid's trailers — the client-sessions trailer holding
-//! the bytes the request carries, and the free set's — and the superblock naming them (through
-//! this actor's io client) and replies with the new working superblock in
-//! [`Completion::Checkpointed`]; the caller must not write the superblock itself in between.
-//! `Open` replies with [`Completion::Opened`], which carries the client-sessions bytes of the
-//! checkpoint the grid was opened from (read and validated when the actor opened its grid at
-//! spawn), byte for byte as a `Checkpoint` handed them in.
+//! the bytes the request carries, and the free set's — (through the grid actor) and the
+//! superblock naming them (through this actor's io client) and replies with the new working
+//! superblock in [`Completion::Checkpointed`]; the caller must not write the superblock itself
+//! in between. `Open` replies with [`Completion::Opened`], which carries the client-sessions
+//! bytes of the checkpoint the grid actor was opened from (read and validated when it opened
+//! its grid at spawn), byte for byte as a `Checkpoint` handed them in.
 //!
 //! # Bounds
 //! The [`StateMachineClient`] keeps at most `capacity` requests outstanding, and both channels
 //! hold `capacity` messages, so the client's send never blocks and the actor's reply send never
 //! blocks: neither waits on the other's full channel. The actor serves one request at a time
-//! and queues nothing of its own. Inside a step the core drivers wait for their own I/O on the
-//! actor's io client (at most the grid's IOPs outstanding, within the io actor's depth); the io
-//! actor never waits on this actor, so a step always finishes.
+//! and queues nothing of its own. Inside a step the core drivers have one grid request
+//! outstanding at a time (or, for the superblock, its own I/O on this actor's io client); the
+//! grid and io actors never wait on this actor, so a step always finishes.
 //!
 //! Bodies cross the channel by value and come back: `Prefetch` and `Commit` carry the caller's
 //! input `Vec`, `Commit` the caller's output `Vec` (capacity at least the state machine's
@@ -72,25 +58,25 @@
 //!
 //! # Why not `actor_loop`
 //! `actor_loop` interleaves requests with I/O completions for components that keep I/O
-//! in flight between requests. This actor's steps are blocking drivers that take their own
-//! completions through `Storage::next_completion`, so between two requests it never has I/O in
-//! flight: its loop is a plain `recv` that ends when the client hangs up. With the sans-IO split
-//! it would become an `ActorState`.
+//! in flight between requests. This actor's steps are blocking drivers that wait for their own
+//! grid replies and superblock completions, so between two requests it has nothing in flight:
+//! its loop is a plain `recv` that ends when the client hangs up. With the sans-IO split of the
+//! LSM it would become an `ActorState` with several grid reads in flight.
 
+use crate::grid::{GridAccessClient, GridClient};
 use crate::io::IoClient;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use pinion::config::Config;
-use pinion::grid::{driver, Grid, OpenError};
+use pinion::grid::access::GridAccess;
 use pinion::header::Header;
 use pinion::state_machine::{Completion, StateMachine, StateMachineError};
-use pinion::superblock::{CheckpointState, SuperblockHeader};
+use pinion::superblock::SuperblockHeader;
 use std::thread::JoinHandle;
 
 /// What the replica asks of the state machine (module documentation).
 #[derive(Debug)]
 pub enum StateMachineRequest {
-    /// Open the forest as of the checkpoint `superblock` names (the one the grid was opened
-    /// from at spawn).
+    /// Open the forest as of the checkpoint `superblock` names (the one the grid actor was
+    /// opened from).
     Open { superblock: Box<SuperblockHeader> },
     /// Load what the commit of `op` will read; `input` comes back in the reply.
     Prefetch {
@@ -146,12 +132,8 @@ pub enum StateMachineReply {
 /// Why the state-machine actor did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StateMachineSpawnError {
-    #[error("cannot open the grid from the superblock's checkpoint: {0}")]
-    Open(OpenError),
     #[error("cannot start the state-machine thread: {0}")]
     Thread(#[source] std::io::Error),
-    #[error("the state-machine actor panicked while opening (see the panic message above)")]
-    Panicked,
 }
 
 /// The replica's end: a bounded request channel and its own bounded reply channel.
@@ -230,19 +212,17 @@ impl StateMachineClient {
 
 /// The actor's thread; [`StateMachineActor::join`] takes back what it owned.
 pub struct StateMachineActor<M> {
-    thread: Option<JoinHandle<Option<(M, Grid)>>>,
+    thread: Option<JoinHandle<(M, GridClient)>>,
 }
 
 impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
-    /// Starts the actor: opens the grid of `checkpoint` (the superblock's) on `io` in the new
-    /// thread, pinned to `core` if given, then serves `machine`. `capacity` bounds the
-    /// outstanding requests and both channels. A grid that cannot be opened is refused before
-    /// the actor serves anything.
+    /// Starts the actor, pinned to `core` if given, serving `machine` over `grid` (the client of
+    /// a grid actor opened from the superblock's checkpoint, nothing outstanding) and `io` (its
+    /// own io client, for the superblock). `capacity` bounds the outstanding requests and both
+    /// channels.
     pub fn spawn(
-        config: &Config,
-        cluster: u128,
-        checkpoint: &CheckpointState,
         machine: M,
+        grid: GridClient,
         io: IoClient,
         capacity: usize,
         core: Option<usize>,
@@ -251,26 +231,14 @@ impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
         let output_size_max = usize::try_from(machine.output_size_max()).expect("fits");
         let (request_sender, request_receiver) = bounded(capacity);
         let (reply_sender, reply_receiver) = bounded(capacity);
-        let (opened_sender, opened_receiver) = bounded(1);
-        let config = config.clone();
-        let checkpoint = checkpoint.clone();
+        let grid = GridAccessClient::new(grid, io);
         let thread = std::thread::Builder::new()
             .name("pinion-state-machine".to_string())
             .spawn(move || {
                 crate::actor_loop::pin_current_thread("state-machine", core);
-                let mut io = io;
-                let grid = match driver::open(&mut io, &config, cluster, &checkpoint) {
-                    Ok(grid) => grid,
-                    Err(error) => {
-                        let _ = opened_sender.send(Err(error));
-                        return None;
-                    }
-                };
-                let _ = opened_sender.send(Ok(()));
                 let mut state = State {
                     machine,
                     grid,
-                    io,
                     replies: reply_sender,
                     opened: false,
                     failed: None,
@@ -278,17 +246,10 @@ impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
                 while let Ok(request) = request_receiver.recv() {
                     state.on_request(request);
                 }
-                Some((state.machine, state.grid))
+                let (grid, _io) = state.grid.into_parts();
+                (state.machine, grid)
             })
             .map_err(StateMachineSpawnError::Thread)?;
-        let opened = opened_receiver.recv();
-        if !matches!(opened, Ok(Ok(()))) {
-            let panicked = thread.join().is_err();
-            return Err(match opened {
-                Ok(Err(error)) if !panicked => StateMachineSpawnError::Open(error),
-                _ => StateMachineSpawnError::Panicked,
-            });
-        }
         let client = StateMachineClient {
             requests: request_sender,
             replies: reply_receiver,
@@ -303,11 +264,12 @@ impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
     }
 
     /// Waits for the actor to finish — it stops once its client is dropped — and takes back
-    /// the state machine and the grid, to inspect their final state.
-    pub fn join(mut self) -> (M, Grid) {
+    /// the state machine, to inspect its final state, and the grid client (drop it to let the
+    /// grid actor stop).
+    pub fn join(mut self) -> (M, GridClient) {
         let thread = self.thread.take().expect("joined once");
         match thread.join() {
-            Ok(owned) => owned.expect("a spawned state-machine actor opened its grid"),
+            Ok(owned) => owned,
             Err(_) => panic!("the state-machine actor panicked (see its message above)"),
         }
     }
@@ -315,8 +277,7 @@ impl<M: StateMachine + Send + 'static> StateMachineActor<M> {
 
 struct State<M> {
     machine: M,
-    grid: Grid,
-    io: IoClient,
+    grid: GridAccessClient,
     replies: Sender<StateMachineReply>,
     opened: bool,
     /// The first error a step returned: every later request is answered with it, unrun.
@@ -329,7 +290,7 @@ impl<M: StateMachine> State<M> {
             StateMachineRequest::Open { superblock } => {
                 assert!(!self.opened, "Open twice");
                 self.opened = true;
-                let result = self.run(|machine, io, grid| machine.open(io, grid, &superblock));
+                let result = self.run(|machine, grid| machine.open(grid, &superblock));
                 StateMachineReply::Opened(result)
             }
             StateMachineRequest::Prefetch {
@@ -338,7 +299,7 @@ impl<M: StateMachine> State<M> {
                 input,
             } => {
                 let result =
-                    self.run(|machine, io, grid| machine.prefetch(io, grid, op, operation, &input));
+                    self.run(|machine, grid| machine.prefetch(grid, op, operation, &input));
                 StateMachineReply::Prefetched { result, input }
             }
             StateMachineRequest::Commit {
@@ -350,7 +311,7 @@ impl<M: StateMachine> State<M> {
                 output,
             } => self.commit(client, op, timestamp, operation, input, output),
             StateMachineRequest::Compact { op } => {
-                let result = self.run(|machine, io, grid| machine.compact(io, grid, op));
+                let result = self.run(|machine, grid| machine.compact(grid, op));
                 StateMachineReply::Compacted(result)
             }
             StateMachineRequest::Checkpoint {
@@ -358,8 +319,8 @@ impl<M: StateMachine> State<M> {
                 header,
                 client_sessions,
             } => {
-                let result = self.run(|machine, io, grid| {
-                    machine.checkpoint(io, grid, &working, *header, &client_sessions)
+                let result = self.run(|machine, grid| {
+                    machine.checkpoint(grid, &working, *header, &client_sessions)
                 });
                 StateMachineReply::Checkpointed(result)
             }
@@ -368,11 +329,11 @@ impl<M: StateMachine> State<M> {
                 StateMachineReply::CheckpointDurable
             }
         };
-        // Between requests the drivers have taken every completion of the I/O they started.
+        // Between requests the drivers have taken every reply and completion they waited for.
         assert_eq!(
-            self.io.outstanding_count(),
+            self.grid.grid_client().outstanding_count(),
             0,
-            "I/O in flight between steps"
+            "a grid request outstanding between steps"
         );
         // The client bounds its outstanding requests by the channel's capacity, so this never
         // blocks; a gone client means it stopped listening.
@@ -382,13 +343,13 @@ impl<M: StateMachine> State<M> {
     /// Runs one step, unless an earlier one failed; remembers the first failure.
     fn run(
         &mut self,
-        step: impl FnOnce(&mut M, &mut IoClient, &mut Grid) -> Result<Completion, StateMachineError>,
+        step: impl FnOnce(&mut M, &mut GridAccessClient) -> Result<Completion, StateMachineError>,
     ) -> Result<Completion, StateMachineError> {
         assert!(self.opened, "a state-machine step before Open");
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        let result = step(&mut self.machine, &mut self.io, &mut self.grid);
+        let result = step(&mut self.machine, &mut self.grid);
         if let Err(error) = &result {
             self.failed = Some(error.clone());
         }

@@ -11,6 +11,7 @@ use pinion::checksum::Checksum;
 use pinion::config::{Config, HEADER_SIZE};
 use pinion::grid::block::{self, BlockFault, BlockHeader, BlockType, BLOCK_METADATA_SIZE};
 use pinion::grid::free_set::{FreeSet, Reservation};
+use pinion::grid::trailer::TrailerKind;
 use pinion::grid::{driver, pool, Grid, GridCheckpoint, OpenError, ReadOptions};
 use pinion::header::prepare::Prepare;
 use pinion::header::{Command, Header, RELEASE};
@@ -260,8 +261,19 @@ fn checkpoint_header(op: u64) -> Header {
 /// The grid's checkpoint through the actor, recorded in the superblock by the caller, then
 /// `MarkCheckpointNotDurable`.
 fn checkpoint(running: &mut Running) -> GridCheckpoint {
+    checkpoint_with_client_sessions(running, Vec::new())
+}
+
+/// [`checkpoint`] with `client_sessions` as the client-sessions trailer.
+fn checkpoint_with_client_sessions(
+    running: &mut Running,
+    client_sessions: Vec<u8>,
+) -> GridCheckpoint {
     let config = config();
-    let grid_checkpoint = match running.client.call(GridRequest::Checkpoint) {
+    let grid_checkpoint = match running
+        .client
+        .call(GridRequest::Checkpoint { client_sessions })
+    {
         GridReply::Checkpointed(result) => *result.unwrap(),
         reply => panic!("expected Checkpointed, got {reply:?}"),
     };
@@ -401,7 +413,9 @@ fn requests_beyond_the_pool_and_the_read_table_wait_in_order() {
         checksums.insert(address, checksum);
         running.client.send(GridRequest::Create { block });
     }
-    running.client.send(GridRequest::Checkpoint);
+    running.client.send(GridRequest::Checkpoint {
+        client_sessions: Vec::new(),
+    });
     let mut written = Vec::new();
     let grid_checkpoint = loop {
         match running.client.receive() {
@@ -582,10 +596,17 @@ fn protocol_misuse_panics_in_the_callers_thread_and_the_actor_keeps_serving() {
         assert!(sent.is_err(), "a misuse was sent");
     };
     // The opened checkpoint is not durable until the caller says so.
-    misuse(&mut running.client, GridRequest::Checkpoint);
+    misuse(
+        &mut running.client,
+        GridRequest::Checkpoint {
+            client_sessions: Vec::new(),
+        },
+    );
     checkpoint_durable(&mut running.client);
     let addresses = acquire(&mut running.client, 2);
-    running.client.send(GridRequest::Checkpoint);
+    running.client.send(GridRequest::Checkpoint {
+        client_sessions: Vec::new(),
+    });
     // Nothing creates, reserves or releases blocks until the superblock names the checkpoint.
     let (block, _) = seal(block_buffer(), addresses[0]);
     misuse(&mut running.client, GridRequest::Create { block });
@@ -610,5 +631,40 @@ fn protocol_misuse_panics_in_the_callers_thread_and_the_actor_keeps_serving() {
     misuse(&mut running.client, GridRequest::Create { block: buffer });
     let checksums = create_all(&mut running.client, &addresses);
     read_all(&mut running.client, &checksums, UNCACHED, 1);
+    stop(running);
+}
+
+fn take_client_sessions(client: &mut GridClient) -> Vec<u8> {
+    match client.call(GridRequest::TakeClientSessions) {
+        GridReply::ClientSessions(client_sessions) => client_sessions,
+        reply => panic!("expected ClientSessions, got {reply:?}"),
+    }
+}
+
+#[test]
+fn client_sessions_checkpointed_through_the_actor_come_back_after_a_restart() {
+    let config = config();
+    let directory = directory();
+    let path = data_file(&directory);
+    let capacity = GridActor::capacity_default(&config);
+    let mut running = start(&path, capacity);
+    assert!(
+        take_client_sessions(&mut running.client).is_empty(),
+        "a new data file has none"
+    );
+    checkpoint_durable(&mut running.client);
+    let addresses = acquire(&mut running.client, 3);
+    create_all(&mut running.client, &addresses);
+    let size = TrailerKind::ClientSessions.size_bytes_max(&config);
+    let client_sessions: Vec<u8> = (0..size).map(|index| (index * 11 + 5) as u8).collect();
+    let grid_checkpoint = checkpoint_with_client_sessions(&mut running, client_sessions.clone());
+    assert!(grid_checkpoint.blocks().count() > 0);
+    stop(running);
+
+    let mut running = start(&path, capacity);
+    assert!(
+        take_client_sessions(&mut running.client) == client_sessions,
+        "other client sessions came back"
+    );
     stop(running);
 }

@@ -7,6 +7,8 @@
 //! address, and the commit and compact pipelined behind it are answered with that error, unrun.
 //! Every `Checkpoint` carries client-sessions bytes (full size, or none for one op in three), and
 //! the `Opened` reply after a restart gives back those of the checkpoint it opened, byte for byte.
+//! The state-machine actor owns no grid: every block goes through a grid actor, whose grid at
+//! the end holds every block the forest's manifest names, and no reservation.
 
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
@@ -25,6 +27,7 @@ use pinion::state_machine::workload::{Committed, Request, Workload, WorkloadOpti
 use pinion::state_machine::Completion;
 use pinion::state_machine::StateMachineError;
 use pinion::superblock::{self, OpenOptions, SuperblockHeader};
+use pinion_actors::grid::GridActor;
 use pinion_actors::io::{DataFile, Durability, IoActor, IoClient, IoConfig};
 use pinion_actors::state_machine::{
     StateMachineActor, StateMachineClient, StateMachineReply, StateMachineRequest,
@@ -78,11 +81,12 @@ fn format(path: &Path) {
     io.shutdown().unwrap();
 }
 
-/// The io actor and the state-machine actor over one data file, committing ops as a replica
+/// The io, grid and state-machine actors over one data file, committing ops as a replica
 /// would, with every op's request and reply since format (a replayed op must reply the same).
 struct Replica {
     config: Config,
     io: IoActor,
+    grid: GridActor,
     actor: StateMachineActor<EchoStateMachine>,
     client: StateMachineClient,
     working: SuperblockHeader,
@@ -96,7 +100,7 @@ struct Replica {
 }
 
 impl Replica {
-    /// Starts both actors over `path` and opens the forest from the superblock's checkpoint.
+    /// Starts the actors over `path` and opens the forest from the superblock's checkpoint.
     fn start(path: &Path, history: Vec<(Request, Vec<u8>)>) -> Replica {
         let config = Config::small();
         let size = Layout::new(&config).data_file_size_min();
@@ -106,16 +110,19 @@ impl Replica {
         let options = EchoOptions::from_config(&config);
         let machine = EchoStateMachine::new(&config, CLUSTER, options);
         let checkpoint = &working.vsr_state.checkpoint;
-        let (actor, mut client) = StateMachineActor::spawn(
+        let capacity = GridActor::capacity_default(&config);
+        let (grid, grid_client) = GridActor::spawn(
             &config,
             CLUSTER,
             checkpoint,
-            machine,
             io.client().unwrap(),
-            CAPACITY,
+            capacity,
             None,
         )
         .unwrap();
+        let (actor, mut client) =
+            StateMachineActor::spawn(machine, grid_client, io.client().unwrap(), CAPACITY, None)
+                .unwrap();
         let op_checkpoint = working.op_checkpoint();
         let superblock = Box::new(working.clone());
         match client.call(StateMachineRequest::Open { superblock }) {
@@ -145,6 +152,7 @@ impl Replica {
             ),
             config,
             io,
+            grid,
             actor,
             client,
             working,
@@ -156,19 +164,33 @@ impl Replica {
         }
     }
 
-    /// Stops both actors; returns the history to restart with and the forest's manifest.
+    /// Stops the actors; returns the history to restart with and the forest's manifest, after
+    /// checking that the grid actor's grid holds every block the manifest names (the forest's
+    /// blocks went through it) and no reservation (none outlives a beat).
     fn stop(self) -> (Vec<(Request, Vec<u8>)>, Manifest) {
         let Replica {
             io,
+            grid,
             actor,
             client,
             history,
             ..
         } = self;
         drop(client);
-        let (machine, _grid) = actor.join();
+        let (machine, grid_client) = actor.join();
+        drop(grid_client);
+        let grid = grid.join();
         io.shutdown().unwrap();
-        (history, machine.forest().manifest().clone())
+        let manifest = machine.forest().manifest().clone();
+        assert_eq!(grid.free_set().count_reservations(), 0);
+        for (_, table) in manifest.iter() {
+            assert!(
+                !grid.free_set().is_free(table.index_address),
+                "table index block {} is free in the grid actor's grid",
+                table.index_address
+            );
+        }
+        (history, manifest)
     }
 
     fn bar(&self) -> u64 {

@@ -292,7 +292,9 @@ fn checkpoint(
     config: &Config,
     working: &SuperblockHeader,
 ) -> Result<(), String> {
-    let grid_checkpoint = match client.call(GridRequest::Checkpoint) {
+    let grid_checkpoint = match client.call(GridRequest::Checkpoint {
+        client_sessions: Vec::new(),
+    }) {
         GridReply::Checkpointed(Ok(grid_checkpoint)) => *grid_checkpoint,
         reply => return Err(format!("expected Checkpointed(Ok), got {reply:?}")),
     };

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use pinion::grid::access::GridDirect;
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
 use pinion::grid::{driver as grid_driver, Grid};
@@ -221,7 +222,7 @@ impl Node {
         let started = Instant::now();
         let prefetched = self
             .machine
-            .prefetch(&mut self.io, &mut self.grid, op, operation, body)
+            .prefetch(&mut GridDirect::new(&mut self.io, &mut self.grid), op, operation, body)
             .unwrap();
         debug_assert_eq!(prefetched, Completion::Prefetched { op });
         let prefetched_at = Instant::now();
@@ -231,7 +232,7 @@ impl Node {
         let committed_at = Instant::now();
         let compacted = self
             .machine
-            .compact(&mut self.io, &mut self.grid, op)
+            .compact(&mut GridDirect::new(&mut self.io, &mut self.grid), op)
             .unwrap();
         debug_assert_eq!(compacted, Completion::Compacted { op });
         let compacted_at = Instant::now();
@@ -256,7 +257,7 @@ impl Node {
         let header = checkpoint_header(self.checkpoint_next);
         let completion = self
             .machine
-            .checkpoint(&mut self.io, &mut self.grid, &self.working, header, &[])
+            .checkpoint(&mut GridDirect::new(&mut self.io, &mut self.grid), &self.working, header, &[])
             .unwrap();
         let Completion::Checkpointed {
             op_checkpoint,

@@ -11,8 +11,10 @@
 //! (`pool`: allocated once, reference-counted, swapped by value) and checkpoint trailers
 //! (`trailer`: byte strings as backward-linked chains of blocks). The component itself is
 //! [`Grid`] (`paths`: the read and write paths; `checkpoint`: the grid's checkpoint and open;
-//! `driver`: blocking drivers for tests and tools).
+//! `driver`: blocking drivers for tests and tools; `access`: [`access::GridAccess`], the grid
+//! operations the LSM forest uses, run on a `Grid` in place or through the grid actor).
 
+pub mod access;
 mod bitset;
 pub mod block;
 pub mod cache;

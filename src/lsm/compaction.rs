@@ -13,8 +13,8 @@
 //! The tree gives the job a reservation for each beat (sized for the blocks it may write in
 //! that beat) and takes it back at the beat's end.
 //!
-//! This is a blocking driver over `&mut impl Storage` and a [`Grid`] (like `lsm::driver`): each
-//! step waits for its one block I/O. The job holds one value block of entries per input and the
+//! This is a blocking driver over a [`GridAccess`] (like `lsm::driver`): each step waits for its
+//! one block I/O. The job holds one value block of entries per input and the
 //! output block being filled.
 
 use super::driver::DriverError;
@@ -23,10 +23,10 @@ use super::table::{
 };
 use super::table_memory::TableImmutable;
 use crate::buffer::AlignedBuf;
+use crate::grid::access::GridAccess;
 use crate::grid::block::BlockReference;
 use crate::grid::free_set::Reservation;
-use crate::grid::{driver as grid_driver, Grid, ReadOptions};
-use crate::storage::Storage;
+use crate::grid::ReadOptions;
 
 const TAG_PUT: u8 = 0;
 const TAG_TOMBSTONE: u8 = 1;
@@ -220,14 +220,14 @@ impl Compaction {
     }
 
     /// Runs the job until it has done one block I/O, or finishes it.
-    pub fn step(&mut self, storage: &mut impl Storage, grid: &mut Grid) -> Result<Step, TreeError> {
+    pub fn step(&mut self, grid: &mut impl GridAccess) -> Result<Step, TreeError> {
         assert!(!self.done, "step of a finished compaction");
         if let Some(at) = self
             .inputs
             .iter()
             .position(|input| input.head_empty() && !input.exhausted())
         {
-            self.read_next(storage, grid, at)?;
+            self.read_next(grid, at)?;
             return Ok(Step::Io);
         }
         let entry_size = self.layout.entry_size() as usize;
@@ -237,11 +237,11 @@ impl Compaction {
                 || (self.table_value_count == self.table_value_count_max
                     && !self.builder.value_block_is_empty())
             {
-                self.seal_value_block(storage, grid)?;
+                self.seal_value_block(grid)?;
                 return Ok(Step::Io);
             }
             if self.table_value_count == self.table_value_count_max {
-                self.seal_index_block(storage, grid)?;
+                self.seal_index_block(grid)?;
                 return Ok(Step::Io);
             }
             // The smallest key among the inputs' heads; the first (newest) input holding it wins.
@@ -253,7 +253,7 @@ impl Compaction {
                     key_a.cmp(key_b).then(a.cmp(b))
                 })
             else {
-                return self.finish(storage, grid);
+                return self.finish(grid);
             };
             let entry = self.inputs[winner].head(entry_size).to_vec();
             let key = &entry[..key_size];
@@ -278,19 +278,19 @@ impl Compaction {
                 .iter()
                 .any(|input| input.head_empty() && !input.exhausted());
             if needs_read {
-                return self.step(storage, grid);
+                return self.step(grid);
             }
         }
     }
 
     /// Seals what is left of the output and marks the job done.
-    fn finish(&mut self, storage: &mut impl Storage, grid: &mut Grid) -> Result<Step, TreeError> {
+    fn finish(&mut self, grid: &mut impl GridAccess) -> Result<Step, TreeError> {
         if !self.builder.value_block_is_empty() {
-            self.seal_value_block(storage, grid)?;
+            self.seal_value_block(grid)?;
             return Ok(Step::Io);
         }
         if !self.builder.index_block_is_empty() {
-            self.seal_index_block(storage, grid)?;
+            self.seal_index_block(grid)?;
             return Ok(Step::Io);
         }
         self.done = true;
@@ -306,31 +306,21 @@ impl Compaction {
                 .any(|(min, max)| *min <= key && key <= *max)
     }
 
-    fn acquire(&mut self, grid: &mut Grid) -> u64 {
-        let reservation = self
-            .reservation
-            .as_ref()
-            .expect("the job has a reservation");
-        grid.acquire(reservation)
-            .expect("the reservation covers the job's writes")
+    fn acquire(&mut self, grid: &mut impl GridAccess) -> u64 {
+        let reservation = self.reservation.take().expect("the job has a reservation");
+        let (reservation, address) = grid.acquire(reservation);
+        self.reservation = Some(reservation);
+        address.expect("the reservation covers the job's writes")
     }
 
-    fn seal_value_block(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-    ) -> Result<(), TreeError> {
+    fn seal_value_block(&mut self, grid: &mut impl GridAccess) -> Result<(), TreeError> {
         let address = self.acquire(grid);
         let block = self.block.as_mut().expect("the output block");
         self.builder.value_block_seal(block, address);
-        self.create(storage, grid, address)
+        self.create(grid, address)
     }
 
-    fn seal_index_block(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-    ) -> Result<(), TreeError> {
+    fn seal_index_block(&mut self, grid: &mut impl GridAccess) -> Result<(), TreeError> {
         let address = self.acquire(grid);
         let block = self.block.as_mut().expect("the output block");
         let info = self.builder.index_block_seal(block, address);
@@ -339,28 +329,18 @@ impl Compaction {
         self.table_value_count = 0;
         let snapshot_min = info.snapshot_min;
         self.builder.reset(snapshot_min);
-        self.create(storage, grid, address)
+        self.create(grid, address)
     }
 
-    fn create(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-        address: u64,
-    ) -> Result<(), TreeError> {
+    fn create(&mut self, grid: &mut impl GridAccess, address: u64) -> Result<(), TreeError> {
         let block = self.block.take().expect("the output block");
-        let (fresh, result) = grid_driver::create_block(storage, grid, block);
+        let (fresh, result) = grid.create_block(block);
         self.block = Some(fresh);
         result.map_err(|fatal| TreeError::Driver(DriverError::WriteFailed { address, fatal }))
     }
 
     /// Reads input `at`'s next block: its index block first, then its value blocks in order.
-    fn read_next(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-        at: usize,
-    ) -> Result<(), TreeError> {
+    fn read_next(&mut self, grid: &mut impl GridAccess, at: usize) -> Result<(), TreeError> {
         let layout = self.layout;
         let input = &mut self.inputs[at];
         let table = input.table.expect("a table input");
@@ -372,15 +352,9 @@ impl Compaction {
             table.index_reference()
         };
         let options = ReadOptions::default();
-        let block = grid_driver::read_block(
-            storage,
-            grid,
-            reference.address,
-            reference.checksum,
-            options,
-        )
-        .map_err(TableError::from)?;
-        let bytes = &grid.block(&block)[..];
+        let bytes = grid
+            .read_block(reference.address, reference.checksum, options)
+            .map_err(TableError::from)?;
         let result = if input.index_read {
             ValueBlock::decode(&layout, reference, bytes).map(|values| {
                 input.entries.clear();
@@ -403,7 +377,6 @@ impl Compaction {
                 input.index_read = true;
             })
         };
-        grid.return_block(block);
         result?;
         self.blocks_input.push(reference.address);
         Ok(())

@@ -1,6 +1,6 @@
-//! Thin blocking drivers that run one LSM operation to completion over a [`Grid`] on
-//! `&mut impl Storage`, for tests and tools. Like `grid::driver`, each assumes the grid is the
-//! storage's only user and no other grid operation is in progress.
+//! Thin blocking drivers that run one LSM operation to completion through a [`GridAccess`] — the
+//! core grid in place ([`crate::grid::access::GridDirect`]) or the grid actor — one grid
+//! operation at a time.
 
 use thiserror::Error;
 
@@ -10,9 +10,10 @@ use super::table::{
 };
 use crate::buffer::AlignedBuf;
 use crate::config::Config;
-use crate::grid::{driver, CheckpointError, Grid, ReadOptions, StorageLimitError};
+use crate::grid::access::GridAccess;
+use crate::grid::{driver, CheckpointError, ReadOptions, StorageLimitError};
 use crate::header::Header;
-use crate::storage::{IoFatal, Storage};
+use crate::storage::IoFatal;
 use crate::superblock::{self, CheckpointState, SuperblockHeader, UpdateRequest};
 
 /// Why a driver could not finish.
@@ -27,26 +28,28 @@ pub enum DriverError {
 }
 
 /// Acquires `block_count` blocks from one reservation, ascending.
-pub fn acquire_blocks(grid: &mut Grid, block_count: u64) -> Result<Vec<u64>, StorageLimitError> {
-    let reservation = grid.reserve(block_count)?;
-    let addresses = (0..block_count)
-        .map(|_| {
-            grid.acquire(&reservation)
-                .expect("the reservation holds its blocks")
-        })
-        .collect();
+pub fn acquire_blocks(
+    grid: &mut impl GridAccess,
+    block_count: u64,
+) -> Result<Vec<u64>, StorageLimitError> {
+    let mut reservation = grid.reserve(block_count)?;
+    let mut addresses = Vec::with_capacity(block_count as usize);
+    for _ in 0..block_count {
+        let (returned, address) = grid.acquire(reservation);
+        reservation = returned;
+        addresses.push(address.expect("the reservation holds its blocks"));
+    }
     grid.forfeit(reservation);
     Ok(addresses)
 }
 
 /// Creates one sealed block through the grid and waits until it is durable.
 fn create(
-    storage: &mut impl Storage,
-    grid: &mut Grid,
+    grid: &mut impl GridAccess,
     block: AlignedBuf,
     address: u64,
 ) -> Result<AlignedBuf, DriverError> {
-    let (fresh, result) = driver::create_block(storage, grid, block);
+    let (fresh, result) = grid.create_block(block);
     result.map_err(|fatal| DriverError::WriteFailed { address, fatal })?;
     Ok(fresh)
 }
@@ -55,8 +58,7 @@ fn create(
 /// blocks are acquired from one reservation, the index block first (the lowest address), then
 /// the value blocks in key order. Returns the table's info.
 pub fn create_table(
-    storage: &mut impl Storage,
-    grid: &mut Grid,
+    grid: &mut impl GridAccess,
     builder: &mut TableBuilder,
     entries: &[(&[u8], Entry<'_>)],
 ) -> Result<TableInfo, DriverError> {
@@ -71,7 +73,7 @@ pub fn create_table(
                 .next()
                 .expect("a block per full value block");
             builder.value_block_seal(&mut block, address);
-            block = create(storage, grid, block, address)?;
+            block = create(grid, block, address)?;
         }
         builder.append(&mut block, key, *entry);
     }
@@ -79,13 +81,13 @@ pub fn create_table(
         .next()
         .expect("a block for the last value block");
     builder.value_block_seal(&mut block, address);
-    block = create(storage, grid, block, address)?;
+    block = create(grid, block, address)?;
     assert!(
         value_addresses.next().is_none(),
         "every acquired block used"
     );
     let info = builder.index_block_seal(&mut block, *index_address);
-    create(storage, grid, block, *index_address)?;
+    create(grid, block, *index_address)?;
     Ok(info)
 }
 
@@ -99,8 +101,7 @@ pub enum Lookup {
 
 /// Looks `key` up in `table`, reading its blocks through the grid with `options`.
 pub fn lookup(
-    storage: &mut impl Storage,
-    grid: &mut Grid,
+    grid: &mut impl GridAccess,
     layout: &TreeLayout,
     table: &TableInfo,
     key: &[u8],
@@ -114,20 +115,12 @@ pub fn lookup(
             LookupStep::Found(_) => unreachable!("found is answered with its block"),
             LookupStep::Absent => return Ok(Lookup::Absent),
         };
-        let block = driver::read_block(
-            storage,
-            grid,
-            reference.address,
-            reference.checksum,
-            options,
-        )?;
-        let bytes = grid.block(&block);
-        let result = lookup.on_block(&bytes[..]).map(|next| match next {
+        let bytes = grid.read_block(reference.address, reference.checksum, options)?;
+        let result = lookup.on_block(bytes).map(|next| match next {
             LookupStep::Found(Found::Put(range)) => Err(Lookup::Put(bytes[range].to_vec())),
             LookupStep::Found(Found::Tombstone) => Err(Lookup::Tombstone),
             next => Ok(next),
         });
-        grid.return_block(block);
         match result? {
             Ok(next) => step = next,
             Err(found) => return Ok(found),
@@ -140,8 +133,7 @@ pub fn lookup(
 /// from one reservation and writes the whole manifest to them. Returns the reference for the new
 /// checkpoint state. Run it before the grid's checkpoint (ref §4.6 step 2).
 pub fn manifest_checkpoint(
-    storage: &mut impl Storage,
-    grid: &mut Grid,
+    grid: &mut impl GridAccess,
     manifest: &mut Manifest,
     cluster: u128,
 ) -> Result<ManifestReference, DriverError> {
@@ -157,7 +149,7 @@ pub fn manifest_checkpoint(
     let mut failure = None;
     let block = AlignedBuf::new(block_size as usize);
     let (reference, _) = manifest.checkpoint(cluster, &addresses, block, |block, address| {
-        let (fresh, result) = driver::create_block(storage, grid, block);
+        let (fresh, result) = grid.create_block(block);
         if let Err(fatal) = result {
             failure.get_or_insert(DriverError::WriteFailed { address, fatal });
         }
@@ -175,23 +167,23 @@ pub fn manifest_checkpoint(
 /// none; its blocks acquired before the free set is encoded) and the two free-set trailers —,
 /// the superblock update naming all of them, then `mark_checkpoint_not_durable`, which releases
 /// the three trailers' blocks (freed one checkpoint later). Returns the new working superblock.
+/// The superblock goes through [`GridAccess::superblock_storage`].
 pub fn checkpoint_with_superblock(
-    storage: &mut impl Storage,
-    grid: &mut Grid,
+    grid: &mut impl GridAccess,
     manifest: &mut Manifest,
     working: &SuperblockHeader,
     header: Header,
     client_sessions: &[u8],
 ) -> Result<SuperblockHeader, DriverError> {
-    let manifest_reference = manifest_checkpoint(storage, grid, manifest, working.cluster)?;
-    let grid_checkpoint = driver::checkpoint(storage, grid, client_sessions)?;
+    let manifest_reference = manifest_checkpoint(grid, manifest, working.cluster)?;
+    let grid_checkpoint = grid.checkpoint(client_sessions)?;
     let mut vsr_state = driver::checkpoint_vsr_state(working, header, &grid_checkpoint);
     manifest_reference.apply(&mut vsr_state.checkpoint);
     let request = UpdateRequest {
         vsr_state,
         view_headers: None,
     };
-    let working = superblock::update(storage, working, request)
+    let working = superblock::update(grid.superblock_storage(), working, request)
         .map_err(|error| DriverError::Checkpoint(CheckpointError::Superblock(error)))?;
     grid.mark_checkpoint_not_durable();
     Ok(working)
@@ -199,8 +191,7 @@ pub fn checkpoint_with_superblock(
 
 /// Reads the manifest `checkpoint` names through the (open) grid.
 pub fn open_manifest(
-    storage: &mut impl Storage,
-    grid: &mut Grid,
+    grid: &mut impl GridAccess,
     config: &Config,
     checkpoint: &CheckpointState,
 ) -> Result<Manifest, ManifestError> {
@@ -208,10 +199,8 @@ pub fn open_manifest(
     let mut reader = ManifestReader::new(reference, config.lsm_levels, config.block_size)?;
     while let Some(next) = reader.next_block() {
         let options = ReadOptions::default();
-        let block = driver::read_block(storage, grid, next.address, next.checksum, options)?;
-        let result = reader.on_block(&grid.block(&block)[..]);
-        grid.return_block(block);
-        result?;
+        let bytes = grid.read_block(next.address, next.checksum, options)?;
+        reader.on_block(bytes)?;
     }
     Ok(reader.finish())
 }

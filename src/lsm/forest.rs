@@ -9,18 +9,17 @@
 //!   manifest, then the grid's trailers (the client-sessions bytes the caller hands in and the
 //!   free set), then the superblock naming them ([`driver::checkpoint_with_superblock`]): the
 //!   grid checkpoint covers the trees' tables. The client sessions come back at open from the
-//!   grid ([`Grid::take_client_sessions`]), not from the forest.
+//!   grid ([`GridAccess::take_client_sessions`]), not from the forest.
 //!
-//! Like the trees, these are blocking drivers over `&mut impl Storage` and a [`Grid`].
+//! Like the trees, these are blocking drivers over a [`GridAccess`].
 
 use super::compaction::TreeError;
 use super::driver::{self, DriverError};
 use super::groove::{GrooveOptions, ThingGroove};
 use super::manifest::{Manifest, ManifestError};
 use crate::config::Config;
-use crate::grid::Grid;
+use crate::grid::access::GridAccess;
 use crate::header::Header;
-use crate::storage::Storage;
 use crate::superblock::SuperblockHeader;
 
 /// The grooves and their manifest (module documentation).
@@ -45,14 +44,13 @@ impl Forest {
     /// (open) grid, its trees opened at the checkpoint op. A manifest block that fails
     /// validation is an error naming its address.
     pub fn open(
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         config: &Config,
         options: GrooveOptions,
         superblock: &SuperblockHeader,
     ) -> Result<Forest, ManifestError> {
         let checkpoint = &superblock.vsr_state.checkpoint;
-        let manifest = driver::open_manifest(storage, grid, config, checkpoint)?;
+        let manifest = driver::open_manifest(grid, config, checkpoint)?;
         let op_checkpoint = superblock.op_checkpoint();
         Ok(Forest {
             cluster: superblock.cluster,
@@ -82,14 +80,9 @@ impl Forest {
     /// One beat of compaction for committed op `op`, over every tree in order. An error (a
     /// corrupt input block named by its address, or a failed write) leaves the forest unable
     /// to go on: reopen it from a checkpoint once the block is repaired.
-    pub fn compact(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-        op: u64,
-    ) -> Result<(), TreeError> {
+    pub fn compact(&mut self, grid: &mut impl GridAccess, op: u64) -> Result<(), TreeError> {
         for tree in self.things.trees_mut() {
-            tree.compact(storage, grid, &mut self.manifest, op)?;
+            tree.compact(grid, &mut self.manifest, op)?;
         }
         Ok(())
     }
@@ -100,8 +93,7 @@ impl Forest {
     /// marks the grid checkpoint durable later (ref §4.6).
     pub fn checkpoint(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         working: &SuperblockHeader,
         header: Header,
         client_sessions: &[u8],
@@ -109,13 +101,6 @@ impl Forest {
         assert!(self.is_idle(), "a checkpoint while compaction is running");
         assert_eq!(working.cluster, self.cluster);
         let manifest = &mut self.manifest;
-        driver::checkpoint_with_superblock(
-            storage,
-            grid,
-            manifest,
-            working,
-            header,
-            client_sessions,
-        )
+        driver::checkpoint_with_superblock(grid, manifest, working, header, client_sessions)
     }
 }

@@ -21,8 +21,8 @@
 //! id), allocated at start; an insert or a lookup that found a Thing overwrites its slot. Things
 //! never change, so a cached Thing is never stale; absence is never cached across ops.
 //!
-//! Like [`Tree::get`], `prefetch` is a blocking driver over `&mut impl Storage` and a [`Grid`]:
-//! it waits for each block read. The sans-IO split (prefetch as reads handed to the grid actor,
+//! Like [`Tree::get`], `prefetch` is a blocking driver over a [`GridAccess`]: it waits for each
+//! block read. The sans-IO split (prefetch as reads handed to the grid actor,
 //! resumed on their completions) is still to do.
 
 use std::collections::HashMap;
@@ -32,8 +32,7 @@ use super::manifest::Manifest;
 use super::table::TreeLayout;
 use super::tree::Tree;
 use crate::config::Config;
-use crate::grid::Grid;
-use crate::storage::Storage;
+use crate::grid::access::GridAccess;
 
 /// The object tree's id (keyed by timestamp).
 pub const TREE_ID_OBJECTS: u16 = 1;
@@ -187,8 +186,7 @@ impl ThingGroove {
     /// error naming its address, never "absent".
     pub fn prefetch(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         manifest: &Manifest,
         ids: &[u128],
     ) -> Result<(), TreeError> {
@@ -200,7 +198,7 @@ impl ThingGroove {
             }
             let found = match self.cache.get(id) {
                 Some(thing) => Some(thing),
-                None => self.lookup(storage, grid, manifest, id)?,
+                None => self.lookup(grid, manifest, id)?,
             };
             if let Some(thing) = found {
                 self.cache.put(thing);
@@ -213,18 +211,17 @@ impl ThingGroove {
     /// Looks `id` up in the id tree, then its Thing in the object tree.
     fn lookup(
         &self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         manifest: &Manifest,
         id: u128,
     ) -> Result<Option<Thing>, TreeError> {
-        let Some(timestamp) = self.ids.get(storage, grid, manifest, &id.to_be_bytes())? else {
+        let Some(timestamp) = self.ids.get(grid, manifest, &id.to_be_bytes())? else {
             return Ok(None);
         };
         let timestamp = u64::from_le_bytes(timestamp.try_into().expect("a timestamp is 8 bytes"));
         let object = self
             .objects
-            .get(storage, grid, manifest, &timestamp.to_be_bytes())?
+            .get(grid, manifest, &timestamp.to_be_bytes())?
             .unwrap_or_else(|| panic!("id {id} names timestamp {timestamp}, which has no object"));
         let thing = Thing::decode(&object);
         assert_eq!(thing.id, id, "the object at timestamp {timestamp}");

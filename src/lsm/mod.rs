@@ -6,8 +6,9 @@
 //! (`manifest`: the tables per tree and level, persisted as a chain of manifest blocks at each
 //! checkpoint and restored at open), and one tree (`tree`: the mutable and immutable tables and
 //! the levels, with compaction paced at one beat of bounded block I/O per committed op, the
-//! merges themselves in `compaction`). `driver` runs them to completion over a grid and storage
-//! for tests and tools.
+//! merges themselves in `compaction`). `driver` runs them to completion one grid operation at a
+//! time through a `grid::access::GridAccess`: the core grid in place (tests, simulator, tools)
+//! or the grid actor by message (the state-machine actor, which owns no grid).
 //!
 //! Never: a thread, a channel, a clock or a syscall; never I/O other than block addresses it
 //! names for the caller to read through the grid, and sealed blocks it hands back to create;

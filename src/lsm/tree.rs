@@ -46,8 +46,8 @@
 //! compaction work for ops up to the trigger (it only rotates the mutable table at the bar's
 //! end); from the next bar on, the same ops give the same jobs and the same blocks.
 //!
-//! This is a blocking driver over `&mut impl Storage` and a [`Grid`] (like `lsm::driver`),
-//! not yet a sans-IO state machine.
+//! This is a blocking driver over a [`GridAccess`] (like `lsm::driver`): the core grid in place,
+//! or the grid actor by message. Not yet a sans-IO state machine.
 
 use super::compaction::{Compaction, CompactionPlan, Step, TreeError};
 use super::driver::{lookup, DriverError, Lookup};
@@ -55,8 +55,8 @@ use super::manifest::Manifest;
 use super::table::{Entry, TableInfo, TreeLayout};
 use super::table_memory::{TableImmutable, TableMutable};
 use crate::config::Config;
-use crate::grid::{Grid, ReadOptions};
-use crate::storage::Storage;
+use crate::grid::access::GridAccess;
+use crate::grid::ReadOptions;
 
 /// One tree (module documentation).
 #[derive(Debug)]
@@ -153,8 +153,7 @@ impl Tree {
     /// The value `key` holds, newest first (module documentation).
     pub fn get(
         &self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         manifest: &Manifest,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, TreeError> {
@@ -178,14 +177,7 @@ impl Tree {
             if !table.key_range_contains(&padded) {
                 continue;
             }
-            match lookup(
-                storage,
-                grid,
-                &self.layout,
-                table,
-                key,
-                ReadOptions::default(),
-            )? {
+            match lookup(grid, &self.layout, table, key, ReadOptions::default())? {
                 Lookup::Put(value) => return Ok(Some(value)),
                 Lookup::Tombstone => return Ok(None),
                 Lookup::Absent => {}
@@ -200,8 +192,7 @@ impl Tree {
     /// and must be reopened from a checkpoint once the block is repaired.
     pub fn compact(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         manifest: &mut Manifest,
         op: u64,
     ) -> Result<(), TreeError> {
@@ -214,7 +205,7 @@ impl Tree {
                 self.plan(manifest, op, beat == 0);
             }
             let half_end = beat == half - 1 || beat == self.bar - 1;
-            self.run_beat(storage, grid, half_end)?;
+            self.run_beat(grid, half_end)?;
             if half_end {
                 self.apply(grid, manifest);
             }
@@ -339,12 +330,7 @@ impl Tree {
 
     /// Runs up to the beat's quota of block I/Os over the jobs, in order; the half-bar's last
     /// beat runs them to the end, which the quota must have covered.
-    fn run_beat(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-        half_end: bool,
-    ) -> Result<(), TreeError> {
+    fn run_beat(&mut self, grid: &mut impl GridAccess, half_end: bool) -> Result<(), TreeError> {
         // Each unfinished job reserves, in job order, the blocks it may write this beat.
         for job in &mut self.jobs {
             let write_count = job.write_count_remaining_max().min(self.beat_io_max);
@@ -355,7 +341,7 @@ impl Tree {
                 job.set_reservation(reservation);
             }
         }
-        let result = self.run_jobs(storage, grid, half_end);
+        let result = self.run_jobs(grid, half_end);
         let reservations: Vec<_> = self
             .jobs
             .iter_mut()
@@ -367,16 +353,11 @@ impl Tree {
         result
     }
 
-    fn run_jobs(
-        &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
-        half_end: bool,
-    ) -> Result<(), TreeError> {
+    fn run_jobs(&mut self, grid: &mut impl GridAccess, half_end: bool) -> Result<(), TreeError> {
         let mut io_count = 0;
         for job in &mut self.jobs {
             while !job.is_done() && (half_end || io_count < self.beat_io_max) {
-                if job.step(storage, grid)? == Step::Io {
+                if job.step(grid)? == Step::Io {
                     io_count += 1;
                 }
             }
@@ -391,7 +372,7 @@ impl Tree {
 
     /// At the end of a half-bar: every job is done; apply them to the manifest in order and
     /// release their inputs.
-    fn apply(&mut self, grid: &mut Grid, manifest: &mut Manifest) {
+    fn apply(&mut self, grid: &mut impl GridAccess, manifest: &mut Manifest) {
         for job in &mut self.jobs {
             assert!(
                 job.is_done(),

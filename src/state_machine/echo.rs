@@ -23,12 +23,11 @@
 use super::{Completion, StateMachine, StateMachineError};
 use crate::checksum::checksum_parts;
 use crate::config::{Config, VSR_OPERATIONS_RESERVED};
+use crate::grid::access::GridAccess;
 use crate::grid::trailer::TrailerKind;
-use crate::grid::Grid;
 use crate::header::Header;
 use crate::lsm::forest::Forest;
 use crate::lsm::groove::{GrooveOptions, Thing};
-use crate::storage::Storage;
 use crate::superblock::SuperblockHeader;
 
 /// The echo state machine's operations.
@@ -213,12 +212,11 @@ impl StateMachine for EchoStateMachine {
 
     fn open(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         superblock: &SuperblockHeader,
     ) -> Result<Completion, StateMachineError> {
         let groove = self.options.groove();
-        self.forest = Forest::open(storage, grid, &self.config, groove, superblock)?;
+        self.forest = Forest::open(grid, &self.config, groove, superblock)?;
         self.op_prefetched = None;
         Ok(Completion::Opened {
             op_checkpoint: superblock.op_checkpoint(),
@@ -228,8 +226,7 @@ impl StateMachine for EchoStateMachine {
 
     fn prefetch(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         op: u64,
         operation: u8,
         input: &[u8],
@@ -245,7 +242,7 @@ impl StateMachine for EchoStateMachine {
             EchoOperation::LookupThings => self.prefetch_ids.extend(lookup_ids(input)),
         }
         let (things, manifest) = self.forest.things_mut();
-        things.prefetch(storage, grid, manifest, &self.prefetch_ids)?;
+        things.prefetch(grid, manifest, &self.prefetch_ids)?;
         self.op_prefetched = Some(op);
         Ok(Completion::Prefetched { op })
     }
@@ -273,19 +270,17 @@ impl StateMachine for EchoStateMachine {
 
     fn compact(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         op: u64,
     ) -> Result<Completion, StateMachineError> {
         assert_eq!(self.op_prefetched, None);
-        self.forest.compact(storage, grid, op)?;
+        self.forest.compact(grid, op)?;
         Ok(Completion::Compacted { op })
     }
 
     fn checkpoint(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         working: &SuperblockHeader,
         header: Header,
         client_sessions: &[u8],
@@ -298,7 +293,7 @@ impl StateMachine for EchoStateMachine {
         );
         let superblock = self
             .forest
-            .checkpoint(storage, grid, working, header, client_sessions)?;
+            .checkpoint(grid, working, header, client_sessions)?;
         Ok(Completion::Checkpointed {
             op_checkpoint: superblock.op_checkpoint(),
             superblock: Box::new(superblock),

@@ -12,7 +12,8 @@
 //!
 //! Never: a thread, a channel, a clock or a syscall. `commit` never does I/O: it only reads what
 //! `prefetch` brought into memory. Today `open`, `prefetch`, `compact` and `checkpoint` are
-//! blocking drivers over `&mut impl Storage` and a [`Grid`] (like the LSM trees under them), so
+//! blocking drivers over a [`GridAccess`] (like the LSM trees under them: the core grid in
+//! place, or the grid actor by message), so
 //! each returns its completion when it is done; the sans-IO split is still to do.
 
 pub mod echo;
@@ -20,12 +21,11 @@ pub mod workload;
 
 use thiserror::Error;
 
-use crate::grid::Grid;
+use crate::grid::access::GridAccess;
 use crate::header::Header;
 use crate::lsm::compaction::TreeError;
 use crate::lsm::driver::DriverError;
 use crate::lsm::manifest::ManifestError;
-use crate::storage::Storage;
 use crate::superblock::SuperblockHeader;
 
 /// What a state machine reports when a step is done: a value the runtime can send as a message.
@@ -88,19 +88,17 @@ pub trait StateMachine {
 
     /// Opens the forest as of the checkpoint `superblock` names (the grid is freshly opened
     /// from it) and takes the checkpoint's client sessions from the grid
-    /// (`Grid::take_client_sessions`) into [`Completion::Opened`].
+    /// ([`GridAccess::take_client_sessions`]) into [`Completion::Opened`].
     fn open(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         superblock: &SuperblockHeader,
     ) -> Result<Completion, StateMachineError>;
 
     /// Loads what the commit of `op` will read.
     fn prefetch(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         op: u64,
         operation: u8,
         input: &[u8],
@@ -121,8 +119,7 @@ pub trait StateMachine {
     /// One beat of compaction for the committed op `op`.
     fn compact(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         op: u64,
     ) -> Result<Completion, StateMachineError>;
 
@@ -133,8 +130,7 @@ pub trait StateMachine {
     /// CLIENT_SESSION_ENTRY_SIZE`; asserted). `open` gives the same bytes back.
     fn checkpoint(
         &mut self,
-        storage: &mut impl Storage,
-        grid: &mut Grid,
+        grid: &mut impl GridAccess,
         working: &SuperblockHeader,
         header: Header,
         client_sessions: &[u8],
