@@ -23,5 +23,6 @@ pub mod grid_workload;
 pub mod journal_comparison;
 pub mod journal_workload;
 pub mod raw_read;
+pub mod service_comparison;
 pub mod thread_cpu;
 pub mod zipf;
