@@ -17,9 +17,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pinion::grid::access::GridDirect;
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
+use pinion::grid::access::GridDirect;
 use pinion::grid::{driver as grid_driver, Grid};
 use pinion::header::prepare::Prepare;
 use pinion::header::Header;
@@ -222,7 +222,12 @@ impl Node {
         let started = Instant::now();
         let prefetched = self
             .machine
-            .prefetch(&mut GridDirect::new(&mut self.io, &mut self.grid), op, operation, body)
+            .prefetch(
+                &mut GridDirect::new(&mut self.io, &mut self.grid),
+                op,
+                operation,
+                body,
+            )
             .unwrap();
         debug_assert_eq!(prefetched, Completion::Prefetched { op });
         let prefetched_at = Instant::now();
@@ -257,7 +262,12 @@ impl Node {
         let header = checkpoint_header(self.checkpoint_next);
         let completion = self
             .machine
-            .checkpoint(&mut GridDirect::new(&mut self.io, &mut self.grid), &self.working, header, &[])
+            .checkpoint(
+                &mut GridDirect::new(&mut self.io, &mut self.grid),
+                &self.working,
+                header,
+                &[],
+            )
             .unwrap();
         let Completion::Checkpointed {
             op_checkpoint,
