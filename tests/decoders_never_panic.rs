@@ -108,14 +108,12 @@ fn empty_inputs_are_choices_too() {
     journal_recovery::run(&[]);
 }
 
-/// Found by reading the block target's lookup path: `IndexBlock::decode` accepts a record whose
+/// Found by reading the block target's lookup path: `IndexBlock::decode` accepted a record whose
 /// value-block address is 0, and the lookup then hands that address to `block::validate`,
 /// which asserts `address >= 1`. The index block's checksums are valid (its parent names it),
-/// so only a writer bug or a crafted file gets here, but a decoder must refuse, not panic. The
-/// fix belongs in `src/lsm/table.rs` (`IndexBlock::decode`: refuse a record naming address 0);
-/// un-ignore this test with it.
+/// so only a writer bug or a crafted file gets here, but a decoder must refuse, not panic:
+/// `IndexBlock::decode` now refuses a record naming address 0.
 #[test]
-#[ignore = "bug: IndexBlock::decode accepts value-block address 0; see docs/testing.md"]
 fn index_record_naming_address_0_is_refused_not_a_panic() {
     use pinion::buffer::AlignedBuf;
     use pinion::checksum::checksum;

@@ -468,11 +468,20 @@ impl<'a> IndexBlock<'a> {
                 "index block body size is not its records'",
             ));
         }
-        Ok(IndexBlock {
+        let index = IndexBlock {
             layout: *layout,
             body: valid.body(block),
             value_block_count: count,
-        })
+        };
+        // Address 0 is no block: a record naming it would reach the grid's `address >= 1`
+        // assertion. Refused as corruption here, like any other malformed record.
+        if (0..count).any(|record| index.value_block(record).address == 0) {
+            return Err(invalid(
+                address,
+                "an index record names value block address 0",
+            ));
+        }
+        Ok(index)
     }
 
     pub fn value_block_count(&self) -> u32 {
