@@ -7,7 +7,7 @@ use pinion::header::prepare::Prepare;
 use pinion::header::reply::{EvictionReason, Reply};
 use pinion::header::request::Request;
 use pinion::header::Header;
-use pinion::replica::{Action, Ignored, Replica, Status};
+use pinion::replica::{batch, Action, Ignored, Replica, Status};
 use pinion::superblock::SuperblockHeader;
 use std::collections::{BTreeMap, HashSet};
 
@@ -29,6 +29,7 @@ struct Harness {
     checkpoints: Vec<(SuperblockHeader, Vec<u8>)>,
     durable_count: usize,
     executed: HashSet<u64>,
+    requests_executed: usize,
     now: u64,
 }
 
@@ -68,6 +69,7 @@ impl Harness {
             checkpoints: Vec::new(),
             durable_count: 0,
             executed: HashSet::new(),
+            requests_executed: 0,
             now: 1_000,
         }
     }
@@ -120,7 +122,7 @@ impl Harness {
                 superblock.vsr_state.checkpoint.header = header;
                 self.checkpoints.push((superblock.clone(), client_sessions));
                 self.now += 1;
-                self.replica.on_checkpointed(Box::new(superblock), self.now);
+                self.replica.on_checkpointed(Box::new(superblock));
             }
             Action::CheckpointDurable => self.durable_count += 1,
             Action::SendStoredReply { client, reply, .. } => self.resent.push((client, reply)),
@@ -136,23 +138,35 @@ impl Harness {
             "op {} executed twice",
             fields.op
         );
-        let output = if fields.operation == 128 {
-            body
-        } else {
-            Vec::new()
-        };
+        let entries = batch::entries(&header, &body);
+        let outputs: Vec<&[u8]> = entries
+            .iter()
+            .map(|entry| {
+                if entry.operation == 128 {
+                    entry.body
+                } else {
+                    &[][..]
+                }
+            })
+            .collect();
+        self.requests_executed += entries.len();
         self.now += 1;
-        let committed = self.replica.on_committed(fields.op, &output, self.now);
-        self.stored_replies
-            .insert(committed.slot, (committed.reply, output.clone()));
-        if committed.send {
-            self.sent.push((committed.client, committed.reply, output));
+        let mut committed = Vec::new();
+        self.replica
+            .on_committed(fields.op, &outputs, &mut committed);
+        for (committed, output) in committed.into_iter().zip(outputs) {
+            self.stored_replies
+                .insert(committed.slot, (committed.reply, output.to_vec()));
+            if committed.send {
+                self.sent
+                    .push((committed.client, committed.reply, output.to_vec()));
+            }
         }
     }
 
     fn request(&mut self, header: Header, body: &[u8]) -> Result<(), Ignored> {
         self.now += 1;
-        self.replica.on_request(header, body.to_vec(), self.now)
+        self.replica.on_request(header, body.to_vec())
     }
 
     /// Registers `client`; returns its session.
@@ -216,24 +230,45 @@ fn a_reply_leaves_only_after_its_prepare_is_durable_and_ops_execute_in_order() {
 }
 
 #[test]
-fn the_journal_gets_one_write_at_a_time_while_the_pipeline_fills() {
+fn requests_that_arrive_during_a_journal_write_share_the_next_prepare() {
     let mut h = Harness::new();
     let clients: Vec<u128> = (1..=4).collect();
     let sessions: Vec<u64> = clients.iter().map(|c| h.register(*c)).collect();
+    let sent = h.sent.len();
     for (client, session) in clients.iter().zip(&sessions) {
-        h.request(echo(*client, *session, 1, 0, b"x"), b"x")
+        let body = format!("from {client}").into_bytes();
+        h.request(echo(*client, *session, 1, 0, &body), &body)
             .unwrap();
     }
     // `act` asserts a single outstanding write; drive durability one by one.
-    let mut durable = 0;
+    let mut writes = Vec::new();
     loop {
         h.run(false);
         let Some(op) = h.writing.take() else { break };
+        writes.push(op);
         h.replica.on_prepare_durable(op);
-        durable += 1;
     }
-    assert_eq!(durable, 4);
-    assert_eq!(h.sent.len(), 8);
+    // The first request went alone; the three that came during its write went together.
+    assert_eq!(writes.len(), 2);
+    let batch = h.journal[&writes[1]].0;
+    assert!(batch::is_batch(&batch));
+    assert_eq!(batch::entries(&batch, &h.journal[&writes[1]].1).len(), 3);
+    let replies = &h.sent[sent..];
+    assert_eq!(replies.len(), 4);
+    for (client, reply, body) in replies {
+        assert_eq!(body, &format!("from {client}").into_bytes());
+        assert_eq!(Reply::decode(reply).client, *client);
+    }
+    // One timestamp per request, increasing, even inside one prepare.
+    let timestamps: Vec<u64> = replies
+        .iter()
+        .map(|(_, r, _)| Reply::decode(r).timestamp)
+        .collect();
+    assert!(
+        timestamps.windows(2).all(|pair| pair[0] < pair[1]),
+        "{timestamps:?}"
+    );
+    assert_eq!(Reply::decode(&replies[3].1).op, writes[1]);
     assert!(h.replica.idle());
 }
 
@@ -306,17 +341,20 @@ fn a_full_client_table_evicts_the_least_recently_used_client() {
 
 /// Runs `count` echo requests from two clients; returns the clients' sessions and next
 /// request numbers.
-fn load(h: &mut Harness, count: u32) -> Vec<(u128, u64, u32)> {
-    let mut clients: Vec<(u128, u64, u32)> = [21u128, 22]
+/// Runs rounds of echo requests from three clients at once (so the second and third share a
+/// prepare); returns the clients' sessions and next request numbers.
+fn load(h: &mut Harness, rounds: u32) -> Vec<(u128, u64, u32)> {
+    let mut clients: Vec<(u128, u64, u32)> = [21u128, 22, 23]
         .iter()
         .map(|c| (*c, h.register(*c), 1))
         .collect();
-    for index in 0..count {
-        let entry = &mut clients[(index % 2) as usize];
-        let body = format!("request {index}").into_bytes();
-        h.request(echo(entry.0, entry.1, entry.2, 0, &body), &body)
-            .unwrap();
-        entry.2 += 1;
+    for round in 0..rounds {
+        for entry in &mut clients {
+            let body = format!("request {round} of {}", entry.0).into_bytes();
+            h.request(echo(entry.0, entry.1, entry.2, 0, &body), &body)
+                .unwrap();
+            entry.2 += 1;
+        }
         h.run(true);
     }
     clients
@@ -325,7 +363,7 @@ fn load(h: &mut Harness, count: u32) -> Vec<(u128, u64, u32)> {
 #[test]
 fn checkpoints_follow_the_schedule_and_a_restart_replays_to_the_same_replies() {
     let mut h = Harness::new();
-    load(&mut h, 300);
+    load(&mut h, 200);
     let config = h.config.clone();
     let bar = config.lsm_compaction_ops;
     let ops = config.vsr_checkpoint_ops();
@@ -373,7 +411,13 @@ fn checkpoints_follow_the_schedule_and_a_restart_replays_to_the_same_replies() {
     for (slot, (reply, body)) in &restarted.stored_replies {
         assert_eq!(h.stored_replies[slot], (*reply, body.clone()));
     }
-    for client in [21u128, 22] {
+    assert!(
+        h.journal
+            .values()
+            .any(|(header, _)| batch::is_batch(header)),
+        "the load made batches"
+    );
+    for client in [21u128, 22, 23] {
         assert_eq!(
             restarted.replica.sessions().get(client).unwrap().1,
             h.replica.sessions().get(client).unwrap().1

@@ -31,7 +31,6 @@ use pinion::buffer::AlignedBuf;
 use pinion::client_replies::{self, ClientReplies, WriteTrigger};
 use pinion::config::{Config, HEADER_SIZE};
 use pinion::exit::FatalReason;
-use pinion::header::prepare::Prepare;
 use pinion::header::reply::eviction;
 use pinion::header::{Header, HEADER_BYTES};
 use pinion::journal::WriteOutcome;
@@ -39,7 +38,6 @@ use pinion::replica::{Action, Committed, Replica, Status};
 use pinion::state_machine::Completion;
 use pinion::storage::Storage;
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why the replica stopped serving: the message names what failed; the reason gives the exit
 /// code.
@@ -64,6 +62,8 @@ pub struct ReplicaStats {
     pub requests: u64,
     pub requests_ignored: u64,
     pub ops_committed: u64,
+    /// Requests executed (a prepare carries one or more).
+    pub requests_committed: u64,
     pub replies_sent: u64,
     pub stored_replies_sent: u64,
     pub evictions: u64,
@@ -74,13 +74,9 @@ pub struct ReplicaStats {
 }
 
 /// The state-machine requests in flight, in order: what each reply is.
-// The prefetch's prepare header stays inline: boxing it would allocate once per op.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Pending {
-    Prefetch { header: Header },
-    Commit,
-    Compact,
+    Execute,
     Checkpoint,
     CheckpointDurable,
 }
@@ -99,9 +95,19 @@ pub struct ReplicaState {
     /// The journal's message buffer (one write at a time) and the replay read buffer.
     write_buffer: Option<AlignedBuf>,
     read_buffer: Option<AlignedBuf>,
+    /// The execute buffers: reply bodies back to back, and their sizes.
     output: Option<Vec<u8>>,
+    sizes: Option<Vec<u32>>,
+    committed: Vec<Committed>,
+    /// Per client slot: the latest reply, while it is only in memory. The client-replies zone
+    /// needs a session's reply only from the checkpoint that names it on, and replay recreates
+    /// the replies of later ops, so replies are written at checkpoints (coalesced: the latest
+    /// per slot), not per op. At most `clients_max` bodies.
+    latest: Vec<Option<(Header, Vec<u8>)>>,
     /// Reply writes waiting for a free write IOP.
     reply_writes: VecDeque<(u64, Header, Vec<u8>)>,
+    /// A checkpoint waits for the reply writes.
+    checkpoint_waiting: bool,
     /// Stored replies being read back, for these clients (one read IOP).
     reply_read: Option<u128>,
     draining: bool,
@@ -123,7 +129,9 @@ impl ReplicaState {
     ) -> ReplicaState {
         let cluster = replica.working().cluster;
         let message_size = usize::try_from(config.message_size_max).expect("fits");
-        let output = Vec::with_capacity(state_machine.output_size_max());
+        // Room for a prepare's replies: echo replies repeat the request bodies, lookups at most
+        // double them.
+        let output = Vec::with_capacity(2 * message_size);
         ReplicaState {
             replica,
             cluster,
@@ -138,7 +146,11 @@ impl ReplicaState {
             write_buffer: Some(AlignedBuf::new(message_size)),
             read_buffer: Some(AlignedBuf::new(message_size)),
             output: Some(output),
-            reply_writes: VecDeque::new(),
+            sizes: Some(Vec::with_capacity(config.clients_max as usize)),
+            committed: Vec::with_capacity(config.clients_max as usize),
+            latest: vec![None; config.clients_max as usize],
+            reply_writes: VecDeque::with_capacity(config.clients_max as usize),
+            checkpoint_waiting: false,
             reply_read: None,
             draining: false,
             ready_signal: Some(ready_signal),
@@ -203,21 +215,10 @@ impl ReplicaState {
             && self.reply_writes.is_empty()
     }
 
-    fn now_ns() -> u64 {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-    }
-
     fn on_request(&mut self, message: Message) {
         self.stats.requests += 1;
         let Message { header, body } = message;
-        if self
-            .replica
-            .on_request(header, body, Self::now_ns())
-            .is_err()
-        {
+        if self.replica.on_request(header, body).is_err() {
             self.stats.requests_ignored += 1;
         }
     }
@@ -259,10 +260,7 @@ impl ReplicaState {
                 });
             }
             Action::Execute { header, body } => self.execute(header, body),
-            Action::CheckpointReplies => match self.replies.checkpoint() {
-                client_replies::CheckpointStart::Done => self.replica.on_replies_checkpointed(),
-                client_replies::CheckpointStart::Waiting => {}
-            },
+            Action::CheckpointReplies => self.checkpoint_replies(),
             Action::Checkpoint {
                 header,
                 client_sessions,
@@ -302,66 +300,39 @@ impl ReplicaState {
         self.pending.push_back(pending);
     }
 
+    /// All of the prepare's requests in one state-machine request: prefetch and commit each,
+    /// then the op's compaction beat.
     fn execute(&mut self, header: Header, body: Vec<u8>) {
-        let fields = Prepare::decode(&header);
-        if fields.operation < pinion::config::VSR_OPERATIONS_RESERVED {
-            // `register`: no state-machine work but the op's compaction beat.
-            self.send_state_machine(
-                StateMachineRequest::Compact { op: fields.op },
-                Pending::Compact,
-            );
-            let committed = self.replica.on_committed(fields.op, &[], Self::now_ns());
-            self.on_committed(committed, Vec::new());
-            return;
-        }
+        let output = self.output.take().expect("one execute at a time");
+        let sizes = self.sizes.take().expect("one execute at a time");
         self.send_state_machine(
-            StateMachineRequest::Prefetch {
-                op: fields.op,
-                operation: fields.operation,
-                input: body,
+            StateMachineRequest::Execute {
+                header: Box::new(header),
+                body,
+                output,
+                sizes,
             },
-            Pending::Prefetch { header },
+            Pending::Execute,
         );
     }
 
     fn on_state_machine(&mut self, reply: StateMachineReply) -> Result<(), ReplicaFailure> {
         let pending = self.pending.pop_front().expect("a reply to a request");
         match (pending, reply) {
-            (Pending::Prefetch { header }, StateMachineReply::Prefetched { result, input }) => {
-                result.map_err(state_machine_failure)?;
-                let fields = Prepare::decode(&header);
-                let output = self.output.take().expect("one commit at a time");
-                self.send_state_machine(
-                    StateMachineRequest::Commit {
-                        client: fields.client,
-                        op: fields.op,
-                        timestamp: fields.timestamp,
-                        operation: fields.operation,
-                        input,
-                        output,
-                    },
-                    Pending::Commit,
-                );
-                self.send_state_machine(
-                    StateMachineRequest::Compact { op: fields.op },
-                    Pending::Compact,
-                );
-            }
             (
-                Pending::Commit,
-                StateMachineReply::Committed {
-                    op, result, output, ..
+                Pending::Execute,
+                StateMachineReply::Executed {
+                    op,
+                    result,
+                    output,
+                    sizes,
+                    ..
                 },
             ) => {
                 result.map_err(state_machine_failure)?;
-                let committed = self.replica.on_committed(op, &output, Self::now_ns());
-                // The reply body leaves with the message; the commit buffer is replaced.
-                let capacity = output.capacity();
-                self.output = Some(Vec::with_capacity(capacity));
-                self.on_committed(committed, output);
-            }
-            (Pending::Compact, StateMachineReply::Compacted(result)) => {
-                result.map_err(state_machine_failure)?;
+                self.on_executed(op, &output, &sizes);
+                self.output = Some(output);
+                self.sizes = Some(sizes);
             }
             (Pending::Checkpoint, StateMachineReply::Checkpointed(result)) => {
                 match result.map_err(state_machine_failure)? {
@@ -371,7 +342,7 @@ impl ReplicaState {
                     } => {
                         tracing::debug!(op_checkpoint, "checkpoint written");
                         self.stats.checkpoints += 1;
-                        self.replica.on_checkpointed(superblock, Self::now_ns());
+                        self.replica.on_checkpointed(superblock);
                     }
                     completion => panic!("Checkpoint completed as {completion:?}"),
                 }
@@ -382,26 +353,74 @@ impl ReplicaState {
         Ok(())
     }
 
-    /// Stores an executed op's reply in its client's slot and sends it.
-    fn on_committed(&mut self, committed: Committed, body: Vec<u8>) {
+    /// An executed op: each request's reply is kept as its client's latest (written to the
+    /// client-replies zone at the next checkpoint, see `Action::CheckpointReplies`) and sent.
+    fn on_executed(&mut self, op: u64, output: &[u8], sizes: &[u32]) {
+        let mut outputs: Vec<&[u8]> = Vec::with_capacity(sizes.len());
+        let mut offset = 0;
+        for size in sizes {
+            outputs.push(&output[offset..offset + *size as usize]);
+            offset += *size as usize;
+        }
+        let mut committed = std::mem::take(&mut self.committed);
+        self.replica.on_committed(op, &outputs, &mut committed);
         self.stats.ops_committed += 1;
-        let Committed {
-            client,
-            slot,
-            reply,
-            send,
-        } = committed;
-        let slot = slot as u64;
+        self.stats.requests_committed += committed.len() as u64;
+        for (committed, body) in committed.drain(..).zip(outputs) {
+            self.store_reply(committed.slot as u64, committed.reply, body);
+            if committed.send {
+                self.stats.replies_sent += 1;
+                self.send(committed.client, committed.reply, body.to_vec());
+            }
+        }
+        self.committed = committed;
+    }
+
+    /// Keeps `reply` as the latest of its slot, not yet on disk (an empty body needs no write:
+    /// the header lives in the client-sessions trailer).
+    fn store_reply(&mut self, slot: u64, reply: Header, body: &[u8]) {
+        let latest = &mut self.latest[slot as usize];
         if body.is_empty() {
             self.replies.remove_reply(slot);
-        } else if self.replies.write_ready(slot) && self.reply_writes.is_empty() {
-            self.write_reply(slot, &reply, &body);
-        } else {
-            self.reply_writes.push_back((slot, reply, body.clone()));
+            *latest = None;
+            return;
         }
-        if send {
-            self.stats.replies_sent += 1;
-            self.send(client, reply, body);
+        let mut buffer = latest.take().map(|(_, buffer)| buffer).unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(body);
+        *latest = Some((reply, buffer));
+    }
+
+    /// The checkpoint needs every session's reply on disk: write each slot whose latest reply
+    /// is only in memory, then report when the last write is done.
+    fn checkpoint_replies(&mut self) {
+        for slot in 0..self.latest.len() {
+            if let Some((reply, body)) = self.latest[slot].take() {
+                self.reply_writes.push_back((slot as u64, reply, body));
+            }
+        }
+        self.checkpoint_waiting = true;
+        self.start_reply_writes();
+        self.check_replies_checkpointed();
+    }
+
+    fn start_reply_writes(&mut self) {
+        while let Some((slot, _, _)) = self.reply_writes.front() {
+            if !self.replies.write_ready(*slot) {
+                break;
+            }
+            let (slot, header, body) = self.reply_writes.pop_front().expect("front");
+            self.write_reply(slot, &header, &body);
+        }
+    }
+
+    fn check_replies_checkpointed(&mut self) {
+        if self.checkpoint_waiting
+            && self.reply_writes.is_empty()
+            && self.replies.commit_writes_pending() == 0
+        {
+            self.checkpoint_waiting = false;
+            self.replica.on_replies_checkpointed();
         }
     }
 
@@ -431,6 +450,13 @@ impl ReplicaState {
         if reply.size() as u64 == HEADER_SIZE {
             self.send(client, reply, Vec::new());
             return;
+        }
+        if let Some((header, body)) = &self.latest[slot as usize] {
+            if header.checksum() == reply.checksum() {
+                let (header, body) = (*header, body.clone());
+                self.send(client, header, body);
+                return;
+            }
         }
         if let Some((header, body)) = self.replies.read_reply_sync(slot, reply.checksum()) {
             let (header, body) = (*header, body.to_vec());
@@ -509,16 +535,8 @@ impl ReplicaState {
                             message: format!("client reply write failed: {fatal}"),
                         });
                     }
-                    while let Some((slot, _, _)) = self.reply_writes.front() {
-                        if !self.replies.write_ready(*slot) {
-                            break;
-                        }
-                        let (slot, header, body) = self.reply_writes.pop_front().expect("front");
-                        self.write_reply(slot, &header, &body);
-                    }
-                    if written.checkpoint_done {
-                        self.replica.on_replies_checkpointed();
-                    }
+                    self.start_reply_writes();
+                    self.check_replies_checkpointed();
                 }
                 client_replies::Event::Read(done) => {
                     let client = self.reply_read.take().expect("a read was started");

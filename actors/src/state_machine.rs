@@ -95,6 +95,18 @@ pub enum StateMachineRequest {
     },
     /// One beat of compaction for the committed op `op`.
     Compact { op: u64 },
+    /// Execute the durable prepare `header` whole: each of its requests
+    /// (`pinion::replica::batch::entries` of `body`) of a state-machine operation is prefetched
+    /// and committed in order, with the request's timestamp as the `op` its effects are named by
+    /// (a prepare may carry several requests; the timestamp names one), its reply body appended
+    /// to `output` and its size to `sizes` (0 for a `register`, which the state machine does not
+    /// see); then the op's compaction beat. All buffers come back in `Executed`.
+    Execute {
+        header: Box<Header>,
+        body: Vec<u8>,
+        output: Vec<u8>,
+        sizes: Vec<u32>,
+    },
     /// Write the checkpoint whose prepare is `header`, after the `Compact` of its trigger op,
     /// with `client_sessions` (the replica's encoding of its client table: empty, or exactly
     /// `clients_max × CLIENT_SESSION_ENTRY_SIZE` bytes) as its client-sessions trailer; the
@@ -125,6 +137,15 @@ pub enum StateMachineReply {
         output: Vec<u8>,
     },
     Compacted(Result<Completion, StateMachineError>),
+    /// On `Ok`, `output` holds the reply bodies back to back and `sizes` their sizes, one per
+    /// request; on `Err` nothing after the failing step ran.
+    Executed {
+        op: u64,
+        result: Result<(), StateMachineError>,
+        body: Vec<u8>,
+        output: Vec<u8>,
+        sizes: Vec<u32>,
+    },
     Checkpointed(Result<Completion, StateMachineError>),
     CheckpointDurable,
 }
@@ -314,6 +335,24 @@ impl<M: StateMachine> State<M> {
                 let result = self.run(|machine, grid| machine.compact(grid, op));
                 StateMachineReply::Compacted(result)
             }
+            StateMachineRequest::Execute {
+                header,
+                body,
+                mut output,
+                mut sizes,
+            } => {
+                let op = pinion::header::prepare::op(&header);
+                output.clear();
+                sizes.clear();
+                let result = self.execute(&header, &body, &mut output, &mut sizes);
+                StateMachineReply::Executed {
+                    op,
+                    result,
+                    body,
+                    output,
+                    sizes,
+                }
+            }
             StateMachineRequest::Checkpoint {
                 working,
                 header,
@@ -354,6 +393,41 @@ impl<M: StateMachine> State<M> {
             self.failed = Some(error.clone());
         }
         result
+    }
+
+    /// `Execute` (see the request): every step through `run`, so the first failure sticks.
+    fn execute(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+        output: &mut Vec<u8>,
+        sizes: &mut Vec<u32>,
+    ) -> Result<(), StateMachineError> {
+        for entry in pinion::replica::batch::entries(header, body) {
+            if entry.operation < pinion::config::VSR_OPERATIONS_RESERVED {
+                sizes.push(0);
+                continue;
+            }
+            let (id, operation, input) = (entry.timestamp, entry.operation, entry.body);
+            self.run(|machine, grid| machine.prefetch(grid, id, operation, input))?;
+            let start = output.len();
+            let reserve = self.machine.output_size_max_for(operation, input) as usize;
+            output.resize(start + reserve, 0);
+            let size = self.machine.commit(
+                entry.client,
+                id,
+                entry.timestamp,
+                operation,
+                input,
+                &mut output[start..],
+            );
+            assert!(size <= reserve);
+            output.truncate(start + size);
+            sizes.push(u32::try_from(size).expect("a reply fits a message"));
+        }
+        let op = pinion::header::prepare::op(header);
+        self.run(|machine, grid| machine.compact(grid, op))?;
+        Ok(())
     }
 
     fn commit(

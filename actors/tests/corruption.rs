@@ -107,20 +107,21 @@ struct ClientModel {
     pending: Option<Pending>,
 }
 
-/// The Thing an acknowledged echo stored: (id = op, timestamp, value).
+/// The Thing an acknowledged echo stored: (id, timestamp, value). The service names a
+/// request's Thing by the request's timestamp (a prepare may carry several requests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ExpectedThing {
-    op: u64,
+    id: u64,
     timestamp: u64,
     value: u64,
 }
 
 impl ExpectedThing {
-    fn of(client: u128, op: u64, timestamp: u64, body: &[u8]) -> ExpectedThing {
+    fn of(client: u128, _op: u64, timestamp: u64, body: &[u8]) -> ExpectedThing {
         ExpectedThing {
-            op,
+            id: timestamp,
             timestamp,
-            value: thing_value(client, op, timestamp, ECHO, body),
+            value: thing_value(client, timestamp, timestamp, ECHO, body),
         }
     }
 }
@@ -1268,13 +1269,13 @@ fn lookup_all(
     };
     let mut client = Client::connect(&[address], options).map_err(|e| e.to_string())?;
     for chunk in things.chunks(100) {
-        let ids: Vec<u128> = chunk.iter().map(|thing| u128::from(thing.op)).collect();
+        let ids: Vec<u128> = chunk.iter().map(|thing| u128::from(thing.id)).collect();
         let reply = client
             .request(LOOKUP, &lookup_request(&ids))
             .map_err(|e| e.to_string())?;
         let found: Vec<ExpectedThing> = lookup_reply_things(&reply.body)
             .map(|thing| ExpectedThing {
-                op: thing.id as u64,
+                id: thing.id as u64,
                 timestamp: thing.timestamp,
                 value: thing.value,
             })
@@ -1284,8 +1285,8 @@ fn lookup_all(
                 .iter()
                 .filter(|expected| !found.contains(expected))
                 .map(|expected| {
-                    let got = found.iter().find(|thing| thing.op == expected.op);
-                    format!("op {}: expected {expected:?}, got {got:?}", expected.op)
+                    let got = found.iter().find(|thing| thing.id == expected.id);
+                    format!("id {}: expected {expected:?}, got {got:?}", expected.id)
                 })
                 .collect();
             violations.push(format!(

@@ -8,7 +8,7 @@ use pinion::config::Config;
 use pinion::header::reply::Reply;
 use pinion::header::request::Request;
 use pinion::header::{Header, HEADER_BYTES};
-use pinion::state_machine::echo::{lookup_reply_things, lookup_request};
+use pinion::state_machine::echo::{lookup_reply_things, lookup_request, thing_value};
 use pinion_actors::client::{Client, ClientOptions};
 use pinion_actors::service::{Service, ServiceOptions};
 use std::io::{Read, Write};
@@ -85,8 +85,11 @@ fn clients_times_requests_get_their_own_bytes_back() {
         thread.join().unwrap();
     }
     let stats = service.stop().unwrap();
-    assert_eq!(stats.replica.ops_committed, 6 * 41);
-    assert!(stats.replica.checkpoints >= 3, "{stats:?}");
+    // 6 registers and 240 echoes, fewer ops: requests that arrive while a prepare is written
+    // share the next one.
+    assert_eq!(stats.replica.requests_committed, 6 * 41);
+    assert!(stats.replica.ops_committed < 6 * 41, "{stats:?}");
+    assert!(stats.replica.checkpoints >= 1, "{stats:?}");
 }
 
 /// Sends one frame and reads one whole reply frame (header and body) back.
@@ -190,8 +193,9 @@ fn free_address() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// Each client thread's acknowledged echo requests: (body, op of the reply).
-type Acknowledged = Vec<(Vec<u8>, u64)>;
+/// Each client thread's acknowledged echo requests: (body, timestamp of the reply, which names
+/// the request's Thing).
+type Acknowledged = Vec<(u128, Vec<u8>, u64)>;
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_request_and_executes_none_twice() {
@@ -216,7 +220,7 @@ fn kill_9_under_load_loses_no_acknowledged_request_and_executes_none_twice() {
                         let reply = client.request(ECHO, &body).unwrap();
                         assert_eq!(reply.body, body);
                         acknowledged_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        (body, Reply::decode(&reply.header).op)
+                        (client.id(), body, Reply::decode(&reply.header).timestamp)
                     })
                     .collect()
             })
@@ -239,25 +243,45 @@ fn kill_9_under_load_loses_no_acknowledged_request_and_executes_none_twice() {
         .into_iter()
         .map(|thread| thread.join().unwrap())
         .collect();
-    // Every acknowledged request's Thing is there, under the op its reply named.
+    // Every acknowledged request's Thing is there, under the timestamp its reply named, with
+    // the value of exactly that request.
     let mut checker = connect(address);
-    let mut ops: Vec<u64> = acknowledged.iter().flatten().map(|(_, op)| *op).collect();
-    let total = ops.len();
+    let mut ids: Vec<u64> = acknowledged
+        .iter()
+        .flatten()
+        .map(|(_, _, id)| *id)
+        .collect();
+    let total = ids.len();
     assert_eq!(total, (clients_count * requests_count) as usize);
-    ops.sort_unstable();
-    ops.dedup();
+    ids.sort_unstable();
+    ids.dedup();
     assert_eq!(
-        ops.len(),
+        ids.len(),
         total,
-        "two requests acknowledged with the same op"
+        "two requests acknowledged with one timestamp"
     );
-    let found = lookup_count(&mut checker, &ops);
-    assert_eq!(found, total, "acknowledged requests missing after kill -9");
-    // None executed twice: the echo ops that exist are exactly the acknowledged ones.
-    let op_max = *ops.last().unwrap();
-    let every_op: Vec<u64> = (1..=op_max).collect();
+    for (client, body, id) in acknowledged.iter().flatten() {
+        let reply = checker
+            .request(LOOKUP, &lookup_request(&[u128::from(*id)]))
+            .unwrap();
+        let things: Vec<_> = lookup_reply_things(&reply.body).collect();
+        assert_eq!(
+            things.len(),
+            1,
+            "acknowledged request {id} missing after kill -9"
+        );
+        let value = thing_value(*client, *id, *id, ECHO, body);
+        assert_eq!(
+            things[0].value, value,
+            "request {id} stored another request's value"
+        );
+    }
+    // None executed twice: timestamps are logical (one per request, from 1), so every Thing
+    // that exists has an id in 1..=the highest; they must be exactly the acknowledged ones.
+    let id_max = *ids.last().unwrap();
+    let every_id: Vec<u64> = (1..=id_max).collect();
     assert_eq!(
-        lookup_count(&mut checker, &every_op),
+        lookup_count(&mut checker, &every_id),
         total,
         "an echo executed twice"
     );

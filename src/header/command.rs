@@ -68,6 +68,9 @@ pub enum Operation {
     Pulse,
     Upgrade,
     Noop,
+    /// A prepare carrying several client requests (group commit; pinion's, not TigerBeetle's):
+    /// see `replica::batch`.
+    Batch,
     /// An operation of the state machine (≥ 128); which ones exist is the state machine's call.
     StateMachine(u8),
 }
@@ -83,6 +86,7 @@ impl Operation {
             4 => Pulse,
             5 => Upgrade,
             6 => Noop,
+            7 => Batch,
             value if value >= crate::config::VSR_OPERATIONS_RESERVED => StateMachine(value),
             _ => return None,
         })
@@ -98,6 +102,7 @@ impl Operation {
             Pulse => 4,
             Upgrade => 5,
             Noop => 6,
+            Batch => 7,
             StateMachine(value) => {
                 assert!(value >= crate::config::VSR_OPERATIONS_RESERVED);
                 value
@@ -125,7 +130,7 @@ mod tests {
         for value in 0..=255u8 {
             match Operation::from_u8(value) {
                 Some(operation) => assert_eq!(operation.to_u8(), value),
-                None => assert!((7..128).contains(&value)),
+                None => assert!((8..128).contains(&value)),
             }
         }
     }

@@ -171,7 +171,10 @@ fn validate_operation(
             reason,
         })
     };
-    let clientless = matches!(operation, Operation::Pulse | Operation::Upgrade);
+    let clientless = matches!(
+        operation,
+        Operation::Pulse | Operation::Upgrade | Operation::Batch
+    );
     let requestless = clientless || operation == Operation::Register;
     if header.release() == 0 {
         return invalid("release is 0");
@@ -186,7 +189,7 @@ fn validate_operation(
         return invalid("timestamp is 0");
     }
     if (fields.request == 0) != requestless {
-        return invalid("request is 0 exactly for register, pulse and upgrade");
+        return invalid("request is 0 exactly for register, pulse, upgrade and batch");
     }
     Ok(())
 }

@@ -4,12 +4,13 @@
 use super::{reply_header, Action, Committed, Prepared, Replica, Status};
 use crate::checkpoint;
 use crate::header::prepare::Prepare;
-use crate::header::reply::Reply;
-use crate::header::Header;
+use crate::header::reply::EvictionReason;
+use crate::header::{Header, Operation};
 use crate::superblock::SuperblockHeader;
 
 impl Replica {
-    /// The journal wrote prepare `op` and its redundant header: it is durable.
+    /// The journal wrote prepare `op` and its redundant header: it is durable. The requests
+    /// queued meanwhile go out in the next prepare.
     pub fn on_prepare_durable(&mut self, op: u64) {
         assert!(self.writing, "a durable prepare without a write");
         let index = usize::try_from(op - self.commit_min - 1).expect("fits");
@@ -18,7 +19,7 @@ impl Replica {
         assert_eq!(Prepare::decode(&prepared.header).op, op);
         prepared.durable = true;
         self.writing = false;
-        self.write_next();
+        self.prepare_next();
         self.execute_next();
     }
 
@@ -30,11 +31,7 @@ impl Replica {
         let op = Prepare::decode(&header).op;
         assert_eq!(op, self.commit_min + 1 + self.pipeline.len() as u64);
         self.replay_reading = false;
-        self.pipeline.push_back(Prepared {
-            header,
-            body: Some(body),
-            durable: true,
-        });
+        self.pipeline.push_back(Prepared::new(header, body, true));
         self.execute_next();
         self.replay_next();
     }
@@ -76,10 +73,10 @@ impl Replica {
         self.actions.push_back(Action::Execute { header, body });
     }
 
-    /// Op `op` executed with reply body `body` (empty for `register`). Returns the reply to
-    /// store and, unless replaying, to send. `now_ns` is the wall clock (for queued requests
-    /// that now fit in the pipeline).
-    pub fn on_committed(&mut self, op: u64, body: &[u8], now_ns: u64) -> Committed {
+    /// Op `op` executed: `outputs` holds the reply body of each of its requests, in order
+    /// (empty for a `register`). Appends to `committed` each reply to store and, unless
+    /// replaying, to send.
+    pub fn on_committed(&mut self, op: u64, outputs: &[&[u8]], committed: &mut Vec<Committed>) {
         assert_eq!(self.executing, Some(op));
         self.executing = None;
         let prepared = self
@@ -87,35 +84,38 @@ impl Replica {
             .pop_front()
             .expect("the executed op is in the pipeline");
         assert_eq!(Prepare::decode(&prepared.header).op, op);
+        assert_eq!(outputs.len(), prepared.requests.len());
         self.commit_min = op;
-        let reply = reply_header(self.cluster, &prepared.header, body);
-        let client = Reply::decode(&reply).client;
-        let slot = if is_register_prepare(&prepared.header) {
-            let registered = self.sessions.register(reply);
-            if let Some(evicted) = registered.evicted {
-                self.actions.push_back(Action::Evict {
-                    client: evicted,
-                    reason: crate::header::reply::EvictionReason::NoSession,
-                });
-            }
-            registered.slot
-        } else {
-            self.sessions.update(reply)
-        };
         let send = self.status == Status::Normal;
+        for (meta, output) in prepared.requests.iter().zip(outputs) {
+            let reply = reply_header(self.cluster, op, meta, output);
+            let slot = if meta.operation == Operation::Register.to_u8() {
+                let registered = self.sessions.register(reply);
+                if let Some(evicted) = registered.evicted {
+                    self.actions.push_back(Action::Evict {
+                        client: evicted,
+                        reason: EvictionReason::NoSession,
+                    });
+                }
+                registered.slot
+            } else {
+                self.sessions.update(reply)
+            };
+            self.clients_in_progress.remove(&meta.client);
+            committed.push(Committed {
+                client: meta.client,
+                slot,
+                reply,
+                send,
+            });
+        }
         self.checkpoint_after_commit(op, &prepared.header);
         self.check_durable();
         self.execute_next();
         if self.status == Status::Replaying {
             self.replay_next();
         } else {
-            self.prepare_queued(now_ns);
-        }
-        Committed {
-            client,
-            slot,
-            reply,
-            send,
+            self.prepare_next();
         }
     }
 
@@ -155,7 +155,7 @@ impl Replica {
     }
 
     /// The checkpoint is written; `superblock` is the new working superblock.
-    pub fn on_checkpointed(&mut self, superblock: Box<SuperblockHeader>, now_ns: u64) {
+    pub fn on_checkpointed(&mut self, superblock: Box<SuperblockHeader>) {
         let schedule = &mut self.checkpoint;
         assert!(schedule.writing && !schedule.replies_waiting);
         assert_eq!(superblock.op_checkpoint(), schedule.op_next);
@@ -170,7 +170,7 @@ impl Replica {
         self.working = superblock;
         self.check_durable();
         match self.status {
-            Status::Normal => self.prepare_queued(now_ns),
+            Status::Normal => self.prepare_next(),
             Status::Replaying => self.replay_next(),
         }
     }
@@ -192,8 +192,4 @@ impl Replica {
             self.actions.push_back(Action::CheckpointDurable);
         }
     }
-}
-
-fn is_register_prepare(header: &Header) -> bool {
-    Prepare::decode(header).request == 0 && Prepare::decode(header).operation == 2
 }

@@ -16,6 +16,7 @@
 //! read back for replay, an executed op, a finished checkpoint — and carries out the
 //! [`Action`]s the replica queues, in order.
 
+pub mod batch;
 pub mod client_sessions;
 
 use crate::checkpoint;
@@ -27,7 +28,7 @@ use crate::header::request::Request;
 use crate::header::{Header, Operation};
 use crate::superblock::SuperblockHeader;
 use client_sessions::{ClientSessions, ClientSessionsError};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use thiserror::Error;
 
 /// Whether an operation and body are ones the state machine accepts (checked before a
@@ -42,8 +43,9 @@ pub enum Action {
     WritePrepare { op: u64 },
     /// Read prepare `op` back from the journal for replay (then [`Replica::on_prepare_read`]).
     ReadPrepare { op: u64, checksum: Checksum },
-    /// Execute the durable prepare `header` (prefetch, commit, compact; for the replica's own
-    /// `register` only the compaction beat), then [`Replica::on_committed`]. One at a time.
+    /// Execute the durable prepare `header`: each of its requests ([`batch::entries`]) is
+    /// prefetched and committed in order (a `register` needs no state-machine work), then the
+    /// op's compaction beat runs; then [`Replica::on_committed`]. One at a time.
     Execute { header: Header, body: Vec<u8> },
     /// Wait until every reply write started by a commit is on disk, then
     /// [`Replica::on_replies_checkpointed`].
@@ -129,7 +131,40 @@ struct Prepared {
     header: Header,
     /// Moved out when the op is executed.
     body: Option<Vec<u8>>,
+    /// Its requests, in order (what [`batch::entries`] gives, without the bodies).
+    requests: Vec<RequestMeta>,
     durable: bool,
+}
+
+/// A request inside a prepare: who, which, and its timestamp.
+#[derive(Clone, Copy, Debug)]
+struct RequestMeta {
+    client: u128,
+    request: u32,
+    request_checksum: Checksum,
+    operation: u8,
+    timestamp: u64,
+}
+
+impl Prepared {
+    fn new(header: Header, body: Vec<u8>, durable: bool) -> Prepared {
+        let requests = batch::entries(&header, &body)
+            .iter()
+            .map(|entry| RequestMeta {
+                client: entry.client,
+                request: entry.request,
+                request_checksum: entry.request_checksum,
+                operation: entry.operation,
+                timestamp: entry.timestamp,
+            })
+            .collect();
+        Prepared {
+            header,
+            body: Some(body),
+            requests,
+            durable,
+        }
+    }
 }
 
 pub struct Replica {
@@ -150,8 +185,12 @@ pub struct Replica {
     writing: bool,
     /// Ops (commit_min, op], oldest first.
     pipeline: VecDeque<Prepared>,
-    /// Validated requests waiting for room in the pipeline (bounded by clients_max).
+    /// Validated requests waiting for the next prepare (bounded by clients_max: one per client).
     requests: VecDeque<(Header, Vec<u8>)>,
+    /// Clients with a request queued, prepared or executing.
+    clients_in_progress: HashSet<u128>,
+    /// The body bytes one prepare may carry.
+    batch_size_max: usize,
     /// Ops still to read back for replay, with their checksums.
     replay: VecDeque<(u64, Checksum)>,
     replay_reading: bool,
@@ -228,6 +267,8 @@ impl Replica {
             writing: false,
             pipeline: VecDeque::with_capacity(pipeline_max(config)),
             requests: VecDeque::with_capacity(clients_max),
+            clients_in_progress: HashSet::with_capacity(clients_max),
+            batch_size_max: usize::try_from(config.message_body_size_max()).expect("fits"),
             replay: headers
                 .iter()
                 .map(|h| (Prepare::decode(h).op, h.checksum()))
@@ -326,18 +367,17 @@ fn pipeline_max(config: &Config) -> usize {
 mod commit;
 mod request;
 
-/// The reply header for an executed prepare.
-fn reply_header(cluster: u128, prepare: &Header, body: &[u8]) -> Header {
-    let fields = Prepare::decode(prepare);
+/// The reply header for request `meta` of op `op`.
+fn reply_header(cluster: u128, op: u64, meta: &RequestMeta, body: &[u8]) -> Header {
     Reply {
-        request_checksum: fields.request_checksum,
+        request_checksum: meta.request_checksum,
         context: 0,
-        client: fields.client,
-        op: fields.op,
-        commit: fields.op,
-        timestamp: fields.timestamp,
-        request: fields.request,
-        operation: fields.operation,
+        client: meta.client,
+        op,
+        commit: op,
+        timestamp: meta.timestamp,
+        request: meta.request,
+        operation: meta.operation,
     }
     .header(cluster, body)
 }

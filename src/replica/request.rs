@@ -1,27 +1,22 @@
-//! What the replica does with a validated request: the session rules, then prepare or queue.
+//! What the replica does with a validated request: the session rules, then queue it for the
+//! next prepare, which carries every request queued while the previous one was written.
 
 use super::{is_register, Action, Ignored, Prepared, Replica, Status};
 use crate::header::prepare::Prepare;
 use crate::header::reply::EvictionReason;
 use crate::header::request::Request;
-use crate::header::Header;
+use crate::header::{Header, Operation};
+use std::collections::VecDeque;
 
 impl Replica {
-    /// A request the network validated (checksums, size, fields, cluster). `now_ns` is the wall
-    /// clock: timestamps are max(previous + 1, now), so they increase even if the clock steps
-    /// back. Returns why the request was not taken, if it was not; evictions and stored replies
-    /// are queued as actions.
-    pub fn on_request(
-        &mut self,
-        header: Header,
-        body: Vec<u8>,
-        now_ns: u64,
-    ) -> Result<(), Ignored> {
+    /// A request the network validated (checksums, size, fields, cluster). Returns why the
+    /// request was not taken, if it was not; evictions and stored replies are queued as actions.
+    pub fn on_request(&mut self, header: Header, body: Vec<u8>) -> Result<(), Ignored> {
         if self.status != Status::Normal {
             return Err(Ignored::NotNormal);
         }
         let request = Request::decode(&header);
-        if self.in_progress(request.client) {
+        if self.clients_in_progress.contains(&request.client) {
             return Err(Ignored::InProgress);
         }
         if is_register(&header) {
@@ -31,28 +26,99 @@ impl Replica {
         } else if !self.session_allows(&header, &request, &body)? {
             return Ok(());
         }
-        if self.pipeline.len() < super::pipeline_max(&self.config)
-            && self.op < self.op_prepare_max()
-        {
-            self.prepare_request(header, body, now_ns);
-        } else if self.requests.len() < self.sessions.clients_max() {
-            self.requests.push_back((header, body));
-        } else {
+        if self.requests.len() >= self.sessions.clients_max() {
             return Err(Ignored::QueueFull);
         }
+        self.clients_in_progress.insert(request.client);
+        self.requests.push_back((header, body));
+        self.prepare_next();
         Ok(())
     }
 
-    /// Prepares queued requests while the pipeline has room.
-    pub(super) fn prepare_queued(&mut self, now_ns: u64) {
-        while self.pipeline.len() < super::pipeline_max(&self.config)
-            && self.op < self.op_prepare_max()
+    /// Prepares the queued requests — as many as one prepare carries — once the journal can
+    /// take a write: no write in flight, room in the pipeline, and the op below
+    /// `op_prepare_max`. Requests that arrive while a prepare is being written wait and go
+    /// together in the next one (group commit, see `batch`).
+    pub(super) fn prepare_next(&mut self) {
+        if self.writing
+            || self.requests.is_empty()
+            || self.pipeline.len() >= super::pipeline_max(&self.config)
+            || self.op >= self.op_prepare_max()
         {
-            let Some((header, body)) = self.requests.pop_front() else {
-                break;
-            };
-            self.prepare_request(header, body, now_ns);
+            return;
         }
+        let (first_header, first_body) = self.requests.pop_front().expect("not empty");
+        let limit = self.batch_size_max;
+        let next_fits = |requests: &VecDeque<(Header, Vec<u8>)>, size: usize| {
+            requests
+                .front()
+                .is_some_and(|(header, _)| size + header.size() as usize <= limit)
+        };
+        if !next_fits(&self.requests, first_header.size() as usize) {
+            self.prepare_single(first_header, first_body);
+            return;
+        }
+        let mut body = Vec::with_capacity(limit);
+        super::batch::push(&mut body, &first_header, &first_body);
+        let mut count = 1;
+        while next_fits(&self.requests, body.len()) {
+            let (header, request_body) = self.requests.pop_front().expect("fits");
+            super::batch::push(&mut body, &header, &request_body);
+            count += 1;
+        }
+        let timestamp = self.timestamp_next(count);
+        let fields = Prepare {
+            operation: Operation::Batch.to_u8(),
+            timestamp,
+            ..self.prepare_fields()
+        };
+        self.append(fields, body);
+    }
+
+    /// The prepare of one request: TigerBeetle's, the request's fields in the header.
+    fn prepare_single(&mut self, request_header: Header, body: Vec<u8>) {
+        let request = Request::decode(&request_header);
+        let timestamp = self.timestamp_next(1);
+        let fields = Prepare {
+            request_checksum: request_header.checksum(),
+            client: request.client,
+            timestamp,
+            request: request.request,
+            operation: request.operation,
+            ..self.prepare_fields()
+        };
+        self.append(fields, body);
+    }
+
+    /// The fields every prepare of the next op shares.
+    fn prepare_fields(&self) -> Prepare {
+        Prepare {
+            parent: self.parent,
+            checkpoint_id: self.working.checkpoint_id(),
+            op: self.op + 1,
+            commit: self.commit_min,
+            ..Prepare::default()
+        }
+    }
+
+    /// The timestamp of a prepare of `count` requests. Timestamps are logical: one per request,
+    /// consecutive from 1, so they are unique, increasing, the same on replay, and name each
+    /// request's effects (the echo Thing's id). A single node has no other clock to agree with.
+    fn timestamp_next(&mut self, count: u64) -> u64 {
+        self.timestamp += count;
+        self.timestamp
+    }
+
+    fn append(&mut self, fields: Prepare, body: Vec<u8>) {
+        assert!(fields.op <= self.op_prepare_max());
+        assert!(!self.writing, "one journal write at a time");
+        let header = fields.header(self.cluster, &body);
+        self.op = fields.op;
+        self.parent = header.checksum();
+        self.pipeline.push_back(Prepared::new(header, body, false));
+        self.writing = true;
+        self.actions
+            .push_back(Action::WritePrepare { op: fields.op });
     }
 
     /// A register from a registered client: its register reply again, if that is still its
@@ -115,55 +181,5 @@ impl Replica {
 
     fn evict(&mut self, client: u128, reason: EvictionReason) {
         self.actions.push_back(Action::Evict { client, reason });
-    }
-
-    /// Whether a request of `client` is queued or prepared and not yet executed.
-    fn in_progress(&self, client: u128) -> bool {
-        self.requests
-            .iter()
-            .any(|(header, _)| Request::decode(header).client == client)
-            || self
-                .pipeline
-                .iter()
-                .any(|prepared| Prepare::decode(&prepared.header).client == client)
-    }
-
-    fn prepare_request(&mut self, request_header: Header, body: Vec<u8>, now_ns: u64) {
-        let request = Request::decode(&request_header);
-        let op = self.op + 1;
-        assert!(op <= self.op_prepare_max());
-        self.timestamp = (self.timestamp + 1).max(now_ns);
-        let header = Prepare {
-            parent: self.parent,
-            request_checksum: request_header.checksum(),
-            checkpoint_id: self.working.checkpoint_id(),
-            client: request.client,
-            op,
-            commit: self.commit_min,
-            timestamp: self.timestamp,
-            request: request.request,
-            operation: request.operation,
-        }
-        .header(self.cluster, &body);
-        self.op = op;
-        self.parent = header.checksum();
-        self.pipeline.push_back(Prepared {
-            header,
-            body: Some(body),
-            durable: false,
-        });
-        self.write_next();
-    }
-
-    /// Starts the journal write of the oldest prepare not yet durable, if none is in flight.
-    pub(super) fn write_next(&mut self) {
-        if self.writing {
-            return;
-        }
-        if let Some(prepared) = self.pipeline.iter().find(|prepared| !prepared.durable) {
-            let op = Prepare::decode(&prepared.header).op;
-            self.writing = true;
-            self.actions.push_back(Action::WritePrepare { op });
-        }
     }
 }

@@ -91,6 +91,9 @@ pub struct EchoOptions {
     pub batch_size_limit: u64,
     /// Things the object cache holds.
     pub object_cache_count: u32,
+    /// Requests one op carries at most (a prepare carries one request per client at most, see
+    /// `replica::batch`), so Things one op inserts at most: sizes the trees' in-memory tables.
+    pub requests_per_op_max: u32,
 }
 
 impl EchoOptions {
@@ -99,6 +102,7 @@ impl EchoOptions {
         EchoOptions {
             batch_size_limit: config.message_body_size_max(),
             object_cache_count: u32::try_from(config.lsm_compaction_ops * 64).expect("fits"),
+            requests_per_op_max: u32::try_from(config.clients_max).expect("fits"),
         }
     }
 
@@ -109,7 +113,7 @@ impl EchoOptions {
 
     fn groove(&self) -> GrooveOptions {
         GrooveOptions {
-            inserts_per_op_max: 1,
+            inserts_per_op_max: self.requests_per_op_max,
             prefetch_count_max: u32::try_from(self.lookup_count_max().max(1)).expect("fits"),
             object_cache_count: self.object_cache_count,
         }
@@ -210,6 +214,16 @@ impl StateMachine for EchoStateMachine {
         self.options.batch_size_limit
     }
 
+    /// Echo returns its input; a lookup at most one 32-byte Thing per 16-byte id.
+    fn output_size_max_for(&self, operation: u8, input: &[u8]) -> u64 {
+        let size = input.len() as u64;
+        match EchoOperation::from_u8(operation) {
+            Some(EchoOperation::LookupThings) => size / LOOKUP_ID_SIZE as u64 * Thing::SIZE as u64,
+            _ => size,
+        }
+        .min(self.output_size_max())
+    }
+
     fn open(
         &mut self,
         grid: &mut impl GridAccess,
@@ -261,7 +275,7 @@ impl StateMachine for EchoStateMachine {
             Some(op),
             "op {op} was not prefetched"
         );
-        assert!(output.len() as u64 >= self.output_size_max());
+        assert!(output.len() as u64 >= self.output_size_max_for(operation, input));
         match EchoOperation::from_u8(operation).expect("valid") {
             EchoOperation::Echo => self.commit_echo(client, op, timestamp, input, output),
             EchoOperation::LookupThings => self.commit_lookup(input, output),

@@ -86,6 +86,13 @@ pub trait StateMachine {
     /// The most bytes `commit` writes to `output` for any valid input.
     fn output_size_max(&self) -> u64;
 
+    /// The most bytes `commit` writes for this valid `operation` and `input` (at most
+    /// `output_size_max`): what a caller executing many requests into one buffer reserves.
+    fn output_size_max_for(&self, operation: u8, input: &[u8]) -> u64 {
+        let _ = (operation, input);
+        self.output_size_max()
+    }
+
     /// Opens the forest as of the checkpoint `superblock` names (the grid is freshly opened
     /// from it) and takes the checkpoint's client sessions from the grid
     /// ([`GridAccess::take_client_sessions`]) into [`Completion::Opened`].

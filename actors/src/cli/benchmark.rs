@@ -296,9 +296,11 @@ fn print_end_to_end(json: bool, report: &LoadReport, local: Option<&Local>) {
     let replica = &local.stats.replica;
     let io = &local.stats.io;
     println!(
-        "service     {} ops committed ({} requests, op {}), {} checkpoints, {} evictions; io \
-         {} writes, {} reads, {} flushes",
+        "service     {} requests executed in {} ops ({:.1} per op; {} received, op {}), {} \
+         checkpoints, {} evictions; io {} writes, {} reads, {} flushes",
+        replica.requests_committed,
         replica.ops_committed,
+        replica.requests_committed as f64 / replica.ops_committed.max(1) as f64,
         replica.requests,
         replica.op,
         replica.checkpoints,
@@ -346,12 +348,13 @@ fn end_to_end_json(report: &LoadReport, local: Option<&Local>) -> String {
         let number = |value: Option<u64>| value.map_or("null".to_string(), |v| v.to_string());
         json.push_str(&format!(
             ",\"preset\":\"{}\",\"durability\":\"{}\",\"ops_committed\":{},\
-             \"service_requests\":{},\"op\":{},\"checkpoints\":{},\"evictions\":{},\
+             \"requests_committed\":{},\"service_requests\":{},\"op\":{},\"checkpoints\":{},\"evictions\":{},\
              \"io_writes\":{},\"io_reads\":{},\"io_flushes\":{},\"rss_bytes_start\":{},\
              \"rss_bytes_end\":{}",
             local.preset.name(),
             durability_name(local.durability),
             replica.ops_committed,
+            replica.requests_committed,
             replica.requests,
             replica.op,
             replica.checkpoints,
