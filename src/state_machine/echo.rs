@@ -7,7 +7,9 @@
 //!   byte for byte. Effect: inserts `Thing { timestamp, id = op, value }` where `value` is the
 //!   CRC32C of `client (u128) ‖ op (u64) ‖ timestamp (u64) ‖ operation (u8) ‖ input`,
 //!   zero-extended to 64 bits ([`thing_value`]). The commit asserts that no Thing has id `op`
-//!   yet (an op executed twice).
+//!   yet (an op executed twice). `op` is whatever names one request's effects: the core tests
+//!   pass op numbers; the service passes each request's timestamp (logical, unique per request,
+//!   in its reply header), because one prepare may carry the requests of several clients.
 //! - `lookup_things` (129). Request: `n` ids, 16 bytes each (u128), `n ≤ batch_size_limit / 32`
 //!   so the reply fits in one message. Reply: the Thing of each id that exists, in request
 //!   order, 32 bytes each (`timestamp u64 ‖ value u64 ‖ id u128`); absent ids are skipped; an id

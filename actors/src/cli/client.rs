@@ -43,7 +43,8 @@ pub enum ClientOperation {
     },
     /// Print the stored Thing of each id (`ID TIMESTAMP VALUE`), or `ID absent`.
     Lookup {
-        /// Thing ids (u128; an echo's Thing has the id of its op).
+        /// Thing ids (u128; an echo's Thing has the id of its timestamp, which `echo` prints on
+        /// stderr).
         #[arg(required = true)]
         ids: Vec<u128>,
     },
@@ -77,6 +78,8 @@ pub fn run_command(arguments: &ClientArguments) -> Result<(), Failure> {
                 .request(EchoOperation::Echo as u8, text.as_bytes())
                 .map_err(|error| Failure::cli(error.to_string()))?;
             println!("{}", String::from_utf8_lossy(&reply.body));
+            let timestamp = pinion::header::reply::Reply::decode(&reply.header).timestamp;
+            eprintln!("stored as Thing {timestamp} (pinion client ... lookup {timestamp})");
         }
         ClientOperation::Lookup { ids } => {
             let reply = client
