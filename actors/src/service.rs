@@ -1,8 +1,9 @@
 //! The service: opens a data file and wires the actors into a running replica (issue 6).
 //!
 //! Start-up, in order (ref §1.2, §4.6): open the data file and start the io actor; open the
-//! superblock (its geometry decides the configuration); start the state-machine actor, which
-//! opens the grid and the forest from the checkpoint and returns the client sessions; start
+//! superblock (its geometry decides the configuration); start the grid actor, which opens the
+//! grid from the checkpoint, and the state-machine actor, which opens the forest through it and
+//! returns the client sessions; start
 //! the journal actor and recover the WAL (a needed faulty slot refuses start-up with the
 //! journal's precise error); open the core replica; start the replica actor, which replays the
 //! ops after the checkpoint (re-executed, replies stored, not sent); only then bind the listener
@@ -10,7 +11,7 @@
 //!
 //! Stop: [`Service::stop`] (or a signal, see `cli`) stops the net actor first (no new requests),
 //! lets the replica finish every prepare in flight and every reply write, then stops the
-//! state-machine, journal and io actors in that order.
+//! state-machine, grid, journal and io actors in that order.
 
 use crate::grid::{GridActor, GridSpawnError};
 use crate::io::{DataFile, IoActor, IoConfig, IoError, IoStats};
@@ -39,16 +40,18 @@ use std::time::Duration;
 pub struct CoreMap {
     pub io: Option<usize>,
     pub journal: Option<usize>,
+    pub grid: Option<usize>,
     pub state_machine: Option<usize>,
     pub replica: Option<usize>,
     pub net: Option<usize>,
 }
 
 impl CoreMap {
-    pub const KEYS: [&'static str; 5] = ["io", "journal", "state_machine", "replica", "net"];
+    pub const KEYS: [&'static str; 6] =
+        ["io", "journal", "grid", "state_machine", "replica", "net"];
 
-    /// Parses `io=0,journal=1,...` (keys from [`CoreMap::KEYS`]; `grid` is accepted as an
-    /// alias of `state_machine`, which owns the grid today). Every core must exist here.
+    /// Parses `io=0,journal=1,...` (keys from [`CoreMap::KEYS`]). Every core must exist here,
+    /// and a key may appear once.
     pub fn parse(text: &str) -> Result<CoreMap, String> {
         let mut map = CoreMap::default();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -79,7 +82,8 @@ impl CoreMap {
         let slot = match key {
             "io" => &mut self.io,
             "journal" => &mut self.journal,
-            "state_machine" | "grid" => &mut self.state_machine,
+            "grid" => &mut self.grid,
+            "state_machine" => &mut self.state_machine,
             "replica" => &mut self.replica,
             "net" => &mut self.net,
             _ => {
@@ -89,7 +93,9 @@ impl CoreMap {
                 ))
             }
         };
-        *slot = Some(core);
+        if slot.replace(core).is_some() {
+            return Err(format!("actor `{key}` is given a core twice"));
+        }
         Ok(())
     }
 
@@ -98,6 +104,7 @@ impl CoreMap {
         CoreMap {
             io: Some(core),
             journal: Some(core),
+            grid: Some(core),
             state_machine: Some(core),
             replica: Some(core),
             net: Some(core),
@@ -211,14 +218,14 @@ impl Service {
         let checkpoint = working.vsr_state.checkpoint.clone();
         let echo_options = EchoOptions::from_config(&config);
         let machine = EchoStateMachine::new(&config, cluster, echo_options);
-        // The grid actor is the state machine's only way to blocks; it shares its core.
+        // The grid actor is the state machine's only way to blocks.
         let (grid, grid_client) = GridActor::spawn(
             &config,
             cluster,
             &checkpoint,
             io.client().map_err(io_error)?,
             GridActor::capacity_default(&config),
-            options.cores.state_machine,
+            options.cores.grid,
         )
         .map_err(|error| match error {
             GridSpawnError::Open(error) => ServiceError::corrupt(format!(
@@ -242,9 +249,7 @@ impl Service {
                 client_sessions, ..
             })) => client_sessions,
             StateMachineReply::Opened(Err(error)) => {
-                return Err(ServiceError::corrupt(format!(
-                    "opening the forest: {error}"
-                )))
+                return Err(ServiceError::corrupt(format!("{error}")))
             }
             reply => panic!("Open replied {reply:?}"),
         };

@@ -119,7 +119,7 @@ pub struct BenchmarkArguments {
     /// virtio disk at 128 B (one durable op per request today: 850–2300 requests/s).
     #[arg(long, default_value_t = 10_000, conflicts_with = "storage")]
     pub requests: u64,
-    /// Pin the service's actors: `io=0,journal=0,state_machine=1,replica=1,net=1` (as for
+    /// Pin the service's actors: `io=0,journal=0,grid=1,state_machine=1,replica=1,net=1` (as for
     /// `pinion start`). The load's client threads stay unpinned.
     #[arg(long, conflicts_with = "storage")]
     pub cores: Option<String>,

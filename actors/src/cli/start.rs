@@ -4,7 +4,7 @@
 //! same as the flags; a flag given on the command line wins over the file. See
 //! `deploy/pinion.toml` for a commented example.
 
-use super::{io_config, Failure, IoArguments};
+use super::{io_config, DurabilityArgument, Failure, IoArguments, IoBackendArgument};
 use crate::service::{CoreMap, Service, ServiceOptions};
 use pinion::config::Config;
 use pinion::exit::FatalReason;
@@ -21,9 +21,8 @@ pub struct StartArguments {
     /// Default 127.0.0.1:3001.
     #[arg(long)]
     pub addresses: Option<String>,
-    /// Pin actors to cores: `io=0,journal=0,state_machine=1,replica=1,net=1` (`grid` is an
-    /// alias of `state_machine`, which owns the grid). Unset actors are unpinned; several may
-    /// share a core.
+    /// Pin actors to cores: `io=0,journal=0,grid=1,state_machine=1,replica=1,net=1`. Unset
+    /// actors are unpinned; several may share a core; an unknown actor or core is refused.
     #[arg(long)]
     pub cores: Option<String>,
     /// Connections served at once (more are accepted and closed at once). Default 1024.
@@ -36,8 +35,14 @@ pub struct StartArguments {
     /// form), connections_max, register_timeout_seconds, io, durability).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub io: IoArguments,
+    /// I/O backend: `auto` (default) uses io_uring and falls back to pread/pwrite, with a log
+    /// line saying why, where io_uring is refused; `uring` or `portable` force one.
+    #[arg(long = "io", value_enum)]
+    pub backend: Option<IoBackendArgument>,
+    /// When a write counts as durable: `dsync` (default; O_DSYNC) or `barrier` (one fdatasync
+    /// covering every write completed before it).
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityArgument>,
     /// The data file (made by `pinion format`); may come from the TOML file instead.
     pub path: Option<PathBuf>,
 }
@@ -137,25 +142,32 @@ fn options(arguments: &StartArguments, file: FileSettings) -> Result<ServiceOpti
         .register_timeout_seconds
         .or(file.register_timeout_seconds)
     {
-        options.register_timeout = Duration::from_secs(seconds.max(1));
+        if seconds == 0 {
+            return Err(Failure::cli(
+                "register_timeout_seconds must be at least 1: a connection needs time to register",
+            ));
+        }
+        options.register_timeout = Duration::from_secs(seconds);
     }
-    let mut io = arguments.io.clone();
-    if let Some(text) = file
-        .io
-        .filter(|_| io.backend == super::IoBackendArgument::Auto)
-    {
-        io.backend = clap::ValueEnum::from_str(&text, true).map_err(|_| {
+    // A flag on the command line wins over the file, the file over the default.
+    let backend = match (arguments.backend, file.io) {
+        (Some(backend), _) => backend,
+        (None, Some(text)) => clap::ValueEnum::from_str(&text, true).map_err(|_| {
             Failure::cli(format!("io = {text:?}: expected auto, uring or portable"))
-        })?;
-    }
-    if let Some(text) = file
-        .durability
-        .filter(|_| io.durability == super::DurabilityArgument::Dsync)
-    {
-        io.durability = clap::ValueEnum::from_str(&text, true).map_err(|_| {
+        })?,
+        (None, None) => IoBackendArgument::Auto,
+    };
+    let durability = match (arguments.durability, file.durability) {
+        (Some(durability), _) => durability,
+        (None, Some(text)) => clap::ValueEnum::from_str(&text, true).map_err(|_| {
             Failure::cli(format!("durability = {text:?}: expected dsync or barrier"))
-        })?;
-    }
+        })?,
+        (None, None) => DurabilityArgument::Dsync,
+    };
+    let io = IoArguments {
+        backend,
+        durability,
+    };
     options.io = io_config(&Config::small(), &io);
     Ok(options)
 }
@@ -168,4 +180,84 @@ fn resolve(text: &str) -> Result<SocketAddr, Failure> {
             reason: FatalReason::Cli,
             message: format!("--addresses {text}: no address"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{BackendChoice, Durability};
+
+    fn arguments() -> StartArguments {
+        StartArguments {
+            addresses: Some("127.0.0.1:0".to_string()),
+            cores: None,
+            connections_max: None,
+            register_timeout_seconds: None,
+            config: None,
+            backend: None,
+            durability: None,
+            path: Some(PathBuf::from("data.pinion")),
+        }
+    }
+
+    fn file(text: &str) -> FileSettings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_default() {
+        let options = super::options(&arguments(), file("durability = \"barrier\"")).unwrap();
+        assert_eq!(options.io.durability, Durability::Barrier);
+        let mut explicit = arguments();
+        explicit.durability = Some(DurabilityArgument::Dsync);
+        let options = super::options(&explicit, file("durability = \"barrier\"")).unwrap();
+        assert_eq!(
+            options.io.durability,
+            Durability::Dsync,
+            "an explicit default wins too"
+        );
+        let options = super::options(&arguments(), file("io = \"portable\"")).unwrap();
+        assert_eq!(options.io.backend, BackendChoice::Portable);
+        let options = super::options(&arguments(), FileSettings::default()).unwrap();
+        assert_eq!(options.io.durability, Durability::Dsync);
+        assert_eq!(options.io.backend, BackendChoice::Auto);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let mut zero = arguments();
+        zero.register_timeout_seconds = Some(0);
+        let error = super::options(&zero, FileSettings::default())
+            .err()
+            .unwrap();
+        assert!(
+            error.message.contains("register_timeout_seconds"),
+            "{}",
+            error.message
+        );
+        let error = super::options(&arguments(), file("durability = \"sometimes\""))
+            .err()
+            .unwrap();
+        assert!(
+            error.message.contains("dsync or barrier"),
+            "{}",
+            error.message
+        );
+        let mut twice = arguments();
+        twice.cores = Some("io=0,io=0".to_string());
+        let error = super::options(&twice, FileSettings::default())
+            .err()
+            .unwrap();
+        assert!(error.message.contains("twice"), "{}", error.message);
+        let mut unknown = arguments();
+        unknown.cores = Some("disk=0".to_string());
+        let error = super::options(&unknown, FileSettings::default())
+            .err()
+            .unwrap();
+        assert!(error.message.contains("unknown actor"), "{}", error.message);
+        assert!(
+            toml::from_str::<FileSettings>("colour = 1").is_err(),
+            "unknown keys"
+        );
+    }
 }
