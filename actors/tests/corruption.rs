@@ -738,10 +738,12 @@ fn apply(loaded: &Loaded, trial: &Trial, bytes: &mut [u8]) -> Damaged {
                 Region::GridBlocksInUse => (blocks.all(), 1 + at.rng.below(3) as usize),
                 _ => unreachable!("{region:?}"),
             };
-            // inspect reads the checkpoint trailers, not the manifest or the tables.
+            // inspect reads the checkpoint trailers and the manifest, not the tables.
             at.damaged.inspect_reads_it = matches!(
                 region,
-                Region::FreeSetTrailerBlock | Region::ClientSessionsTrailerBlock
+                Region::FreeSetTrailerBlock
+                    | Region::ClientSessionsTrailerBlock
+                    | Region::ManifestBlock
             );
             at.blocks(&candidates, count)
         }
