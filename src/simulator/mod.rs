@@ -12,6 +12,7 @@
 mod disk;
 mod model;
 pub mod parameters;
+pub mod replica;
 mod writer;
 
 use crate::config::Config;

@@ -63,6 +63,10 @@ pub struct SimulateArguments {
     /// How many seeds to run; without --seed they are random, each printed as it runs.
     #[arg(long)]
     pub seeds: Option<u64>,
+    /// Run the whole-replica simulation (replica, journal, client replies, grid, echo state
+    /// machine, seeded clients, crashes) instead of the journal and superblock one.
+    #[arg(long)]
+    pub replica: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,6 +1,7 @@
 //! `pinion simulate`: run simulator seeds (the core's journal and superblock on the seeded
-//! simulated storage, through crashes and faults) and print one line per seed. Exits non-zero on
-//! the first failing seed, with the command that reproduces it.
+//! simulated storage, through crashes and faults; with `--replica`, the whole replica — journal,
+//! client replies, grid, echo state machine and seeded clients — through crashes) and print one
+//! line per seed. Exits non-zero on the first failing seed, with the command that reproduces it.
 
 use super::{Failure, SimulateArguments};
 use pinion::simulator;
@@ -22,7 +23,11 @@ pub fn run(arguments: &SimulateArguments) -> Result<(), Failure> {
             Some(state) => next_random(state),
             None => first.wrapping_add(index),
         };
-        run_seed(seed)?;
+        if arguments.replica {
+            run_replica_seed(seed)?;
+        } else {
+            run_seed(seed)?;
+        }
     }
     Ok(())
 }
@@ -30,6 +35,20 @@ pub fn run(arguments: &SimulateArguments) -> Result<(), Failure> {
 fn run_seed(seed: u64) -> Result<(), Failure> {
     let reproduce = simulator::reproduce_command(seed);
     match panic::catch_unwind(AssertUnwindSafe(|| simulator::run(seed))) {
+        Ok(Ok(summary)) => {
+            println!("{summary}");
+            Ok(())
+        }
+        Ok(Err(failure)) => Err(Failure::cli(failure.to_string())),
+        Err(_) => Err(Failure::cli(format!(
+            "seed {seed} failed: a component panicked (message above)\nreproduce: {reproduce}"
+        ))),
+    }
+}
+
+fn run_replica_seed(seed: u64) -> Result<(), Failure> {
+    let reproduce = simulator::replica::reproduce_command(seed);
+    match panic::catch_unwind(AssertUnwindSafe(|| simulator::replica::run(seed))) {
         Ok(Ok(summary)) => {
             println!("{summary}");
             Ok(())

@@ -1,0 +1,291 @@
+//! The simulated clients and what they were told: the checker's model.
+//!
+//! A client registers, then sends echo requests with random bodies, now and then a
+//! `lookup_things` of Things it expects (acknowledged echoes, which must be found with their
+//! exact value) and of ids nobody was told about, and now and then deliberately resends its
+//! latest acknowledged request, whose reply must come back byte for byte. A request in flight
+//! is resent with the same bytes after a timeout (and after every restart) until answered.
+
+use crate::header::reply::Reply;
+use crate::header::request::Request;
+use crate::header::{Header, Operation};
+use crate::state_machine::echo::{lookup_reply_things, lookup_request, thing_value, EchoOperation};
+use std::collections::BTreeMap;
+
+/// A request as the client sent it (the same bytes on every resend).
+#[derive(Clone, Debug)]
+pub(super) struct Sent {
+    pub header: Header,
+    pub body: Vec<u8>,
+    /// For a lookup: whether each id must be found (an echo acknowledged before it was sent).
+    pub required: Vec<bool>,
+}
+
+/// A request and the reply the client got for it.
+#[derive(Clone, Debug)]
+pub(super) struct Acknowledged {
+    pub request: Sent,
+    pub reply: Header,
+    pub reply_body: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub(super) struct Client {
+    pub id: u128,
+    /// The register reply's op, once registered.
+    pub session: Option<u64>,
+    pub in_flight: Option<Sent>,
+    pub latest: Option<Acknowledged>,
+    /// A deliberate resend of `latest` is waiting for its reply.
+    pub retry_waiting: bool,
+}
+
+/// An acknowledged echo: what its Thing must hold.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Echoed {
+    pub value: u64,
+}
+
+/// Every client, and every acknowledged request by timestamp.
+#[derive(Debug, Default)]
+pub(super) struct Clients {
+    pub clients: Vec<Client>,
+    /// Timestamp → (client index, request number, operation).
+    pub timestamps: BTreeMap<u64, (usize, u32, u8)>,
+    /// Acknowledged echoes by id (= timestamp).
+    pub echoes: BTreeMap<u64, Echoed>,
+    pub requests_acknowledged: u64,
+    pub retries_checked: u64,
+    pub lookups_checked: u64,
+    pub things_checked: u64,
+}
+
+impl Clients {
+    pub fn new(ids: impl Iterator<Item = u128>) -> Clients {
+        Clients {
+            clients: ids
+                .map(|id| Client {
+                    id,
+                    session: None,
+                    in_flight: None,
+                    latest: None,
+                    retry_waiting: false,
+                })
+                .collect(),
+            ..Clients::default()
+        }
+    }
+
+    pub fn index_of(&self, id: u128) -> Option<usize> {
+        self.clients.iter().position(|client| client.id == id)
+    }
+
+    /// The next request of client `index` (which has none in flight): a register, or `operation`
+    /// with `body`.
+    pub fn send(
+        &mut self,
+        cluster: u128,
+        index: usize,
+        operation: EchoOperation,
+        body: Vec<u8>,
+        required: Vec<bool>,
+    ) -> Sent {
+        let client = &mut self.clients[index];
+        assert!(client.in_flight.is_none());
+        let sent = match client.session {
+            None => Sent {
+                header: Request {
+                    client: client.id,
+                    operation: Operation::Register.to_u8(),
+                    ..Request::default()
+                }
+                .header(cluster, &[]),
+                body: Vec::new(),
+                required: Vec::new(),
+            },
+            Some(session) => {
+                let latest = client.latest.as_ref().expect("registered");
+                let request = Reply::decode(&latest.reply).request + 1;
+                Sent {
+                    header: Request {
+                        client: client.id,
+                        session,
+                        request,
+                        operation: operation as u8,
+                        ..Request::default()
+                    }
+                    .header(cluster, &body),
+                    body,
+                    required,
+                }
+            }
+        };
+        client.in_flight = Some(sent.clone());
+        sent
+    }
+
+    /// A reply reached client `index`; checks it against what the client sent and was told.
+    pub fn on_reply(&mut self, index: usize, reply: &Header, body: &[u8]) -> Result<(), String> {
+        let fields = Reply::decode(reply);
+        let client = &self.clients[index];
+        if let Some(sent) = &client.in_flight {
+            let request = Request::decode(&sent.header);
+            if fields.request == request.request && request.session == session_of(client) {
+                if fields.request_checksum != sent.header.checksum() {
+                    return Err(format!(
+                        "client {index}: reply to request {} names another request",
+                        fields.request
+                    ));
+                }
+                let sent = sent.clone();
+                return self.acknowledge(index, sent, reply, body);
+            }
+        }
+        let Some(latest) = &client.latest else {
+            return Err(format!(
+                "client {index}: a reply before any request was sent"
+            ));
+        };
+        if fields.request != Reply::decode(&latest.reply).request {
+            return Err(format!(
+                "client {index}: a reply to request {} while its latest is {} and {:?} is in \
+                 flight",
+                fields.request,
+                Reply::decode(&latest.reply).request,
+                client
+                    .in_flight
+                    .as_ref()
+                    .map(|sent| Request::decode(&sent.header).request)
+            ));
+        }
+        if *reply != latest.reply || body != latest.reply_body {
+            return Err(format!(
+                "client {index}: request {} answered again with another reply (op {} checksum \
+                 {:08x}, first op {} checksum {:08x}; bodies equal: {})",
+                fields.request,
+                fields.op,
+                reply.checksum(),
+                Reply::decode(&latest.reply).op,
+                latest.reply.checksum(),
+                body == latest.reply_body
+            ));
+        }
+        let client = &mut self.clients[index];
+        if client.retry_waiting {
+            client.retry_waiting = false;
+            self.retries_checked += 1;
+        }
+        Ok(())
+    }
+
+    fn acknowledge(
+        &mut self,
+        index: usize,
+        sent: Sent,
+        reply: &Header,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let fields = Reply::decode(reply);
+        let request = Request::decode(&sent.header);
+        if let Some(first) = self.timestamps.insert(
+            fields.timestamp,
+            (index, request.request, request.operation),
+        ) {
+            return Err(format!(
+                "timestamp {} given twice: to client {} request {} and client {index} request {}",
+                fields.timestamp, first.0, first.1, request.request
+            ));
+        }
+        let client_id = self.clients[index].id;
+        match EchoOperation::from_u8(request.operation) {
+            None => {
+                assert_eq!(request.operation, Operation::Register.to_u8());
+                if !body.is_empty() {
+                    return Err(format!("client {index}: a register reply with a body"));
+                }
+                self.clients[index].session = Some(fields.commit);
+            }
+            Some(EchoOperation::Echo) => {
+                if body != sent.body {
+                    return Err(format!(
+                        "client {index}: echo request {} replied other bytes",
+                        request.request
+                    ));
+                }
+                let value = thing_value(
+                    client_id,
+                    fields.timestamp,
+                    fields.timestamp,
+                    EchoOperation::Echo as u8,
+                    &sent.body,
+                );
+                self.echoes.insert(fields.timestamp, Echoed { value });
+            }
+            Some(EchoOperation::LookupThings) => self.check_lookup(index, &sent, body)?,
+        }
+        self.requests_acknowledged += 1;
+        let client = &mut self.clients[index];
+        client.in_flight = None;
+        client.retry_waiting = false;
+        client.latest = Some(Acknowledged {
+            request: sent,
+            reply: *reply,
+            reply_body: body.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// A lookup reply holds, in request order, the Thing of every id that exists: each
+    /// acknowledged echo's with its exact value, and every echo acknowledged before the lookup
+    /// was sent.
+    fn check_lookup(&mut self, index: usize, sent: &Sent, body: &[u8]) -> Result<(), String> {
+        if body.len() % crate::lsm::groove::Thing::SIZE != 0 {
+            return Err(format!(
+                "client {index}: a lookup reply of {} bytes",
+                body.len()
+            ));
+        }
+        let ids = crate::state_machine::echo::lookup_ids(&sent.body);
+        let mut things = lookup_reply_things(body).peekable();
+        for (id, required) in ids.zip(sent.required.iter().copied()) {
+            let found = things.next_if(|thing| thing.id == id);
+            match (found, self.echoes.get(&(id as u64))) {
+                (Some(thing), Some(echoed)) => {
+                    if thing.value != echoed.value || thing.timestamp != id as u64 {
+                        return Err(format!(
+                            "Thing {id}: value {:#x} timestamp {}, expected {:#x}",
+                            thing.value, thing.timestamp, echoed.value
+                        ));
+                    }
+                    self.things_checked += 1;
+                }
+                (None, _) if required => {
+                    return Err(format!(
+                        "acknowledged echo {id} has no Thing (lookup of client {index})"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if things.next().is_some() {
+            return Err(format!(
+                "client {index}: a lookup reply with Things out of request order or extra"
+            ));
+        }
+        self.lookups_checked += 1;
+        Ok(())
+    }
+
+    /// A `lookup_things` body for `ids`, and which must be found.
+    pub fn lookup(&self, ids: &[u128]) -> (Vec<u8>, Vec<bool>) {
+        let required = ids
+            .iter()
+            .map(|id| self.echoes.contains_key(&(*id as u64)))
+            .collect();
+        (lookup_request(ids), required)
+    }
+}
+
+fn session_of(client: &Client) -> u64 {
+    client.session.unwrap_or(0)
+}

@@ -1,0 +1,512 @@
+//! The run: per-seed parameters, the step loop (clients send, the node acts, one I/O
+//! completes — or the machine crashes), the closing phases and the final checks.
+
+use super::clients::{Clients, Sent};
+use super::node::{Effects, Node};
+use super::router::{Component, Router};
+use super::{Failure, Stop, Summary, CLUSTER};
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::prng::Prng;
+use crate::state_machine::echo::{EchoOperation, EchoOptions};
+use crate::storage::simulated::{FaultOptions, Latency, Options, Probability, SimulatedStorage};
+use crate::storage::IoCompletion;
+
+/// A bug planted in the node's wiring; the run must fail with a checker's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Tell the replica a prepare is durable as soon as its write is submitted.
+    AcknowledgeBeforeDurable,
+    /// At a checkpoint, skip the client-replies writes (as if they were done).
+    SkipReplyWrites,
+}
+
+/// Steps a run may take before it counts as making no progress.
+const STEPS_MAX: u64 = 5_000_000;
+/// Steps the closing phases may take.
+const CLOSING_STEPS_MAX: u64 = 200_000;
+
+// Events mixed into the trace hash.
+const TRACE_CRASH: u64 = 1;
+const TRACE_START: u64 = 2;
+const TRACE_REPLY: u64 = 3;
+const TRACE_DROPPED: u64 = 4;
+
+/// Everything a seed decides before the run starts.
+#[derive(Clone, Debug)]
+struct Parameters {
+    seed: u64,
+    client_count: usize,
+    /// The load phase ends once this many requests are acknowledged.
+    requests_target: u64,
+    /// Per step, per client with nothing in flight: it sends its next request.
+    request: Probability,
+    /// Per step, per client with a request in flight: it resends it (a timeout).
+    resend: Probability,
+    /// One request in this many is a deliberate resend of the latest acknowledged one, one in
+    /// `lookup_one_in` a lookup.
+    retry_one_in: u64,
+    lookup_one_in: u64,
+    body_size_max: u64,
+    /// Per reply: the network drops it.
+    reply_drop: Probability,
+    /// Per I/O completion about to be delivered (journal, replies; recovery and replay
+    /// included), and per step: the machine crashes instead.
+    crash_per_completion: Probability,
+    crash_per_step: Probability,
+    storage: Options,
+    storage_seed: u64,
+    run_seed: u64,
+}
+
+fn per_million(value: u64) -> Probability {
+    Probability::per_million(u32::try_from(value).expect("fits"))
+}
+
+impl Parameters {
+    fn from_seed(seed: u64, config: &Config) -> Parameters {
+        let mut prng = Prng::new(seed);
+        let mut latency = |min_ns_max, mean_ns_max| Latency {
+            min_ns: prng.range_inclusive(0, min_ns_max),
+            mean_ns: prng.range_inclusive(0, mean_ns_max),
+        };
+        let read_latency = latency(20_000, 200_000);
+        let write_latency = latency(20_000, 500_000);
+        let faults = FaultOptions {
+            partial_transfer: per_million(prng.range_inclusive(0, 50_000)),
+            crash_torn_write: per_million(prng.range_inclusive(800_000, 1_000_000)),
+            crash_untorn_write_landed: per_million(prng.range_inclusive(0, 1_000_000)),
+            ..FaultOptions::default()
+        };
+        Parameters {
+            seed,
+            client_count: prng.range_inclusive(1, config.clients_max) as usize,
+            requests_target: prng.range_inclusive(300, 900),
+            request: per_million(prng.range_inclusive(100_000, 700_000)),
+            resend: per_million(prng.range_inclusive(5_000, 100_000)),
+            retry_one_in: prng.range_inclusive(6, 20),
+            lookup_one_in: prng.range_inclusive(6, 20),
+            body_size_max: prng.range_inclusive(16, 1_536),
+            reply_drop: per_million(prng.range_inclusive(0, 50_000)),
+            crash_per_completion: per_million(prng.range_inclusive(5_000, 25_000)),
+            crash_per_step: per_million(prng.range_inclusive(0, 5_000)),
+            storage: Options {
+                read_latency,
+                write_latency,
+                io_depth_max: config.io_depth_max() as usize,
+                faults,
+            },
+            storage_seed: prng.next_u64(),
+            run_seed: prng.next_u64(),
+        }
+    }
+}
+
+/// Crashes at I/O completions, drawn from the run's PRNG; off in the closing phases.
+struct Crasher {
+    crash: Probability,
+    enabled: bool,
+    crashes: u64,
+    writes_torn: u64,
+}
+
+impl Crasher {
+    fn crash(&mut self, router: &mut Router) -> Stop {
+        let report = router.crash();
+        self.crashes += 1;
+        self.writes_torn += report.writes_torn.len() as u64;
+        Stop::Crashed
+    }
+
+    /// The next completion for the journal or the client replies — or a crash instead.
+    fn complete(
+        &mut self,
+        router: &mut Router,
+        prng: &mut Prng,
+    ) -> Result<Option<(Component, IoCompletion)>, Stop> {
+        if router.pending_count() == 0 {
+            return Ok(None);
+        }
+        if self.enabled && self.crash.sample(prng) {
+            return Err(self.crash(router));
+        }
+        Ok(router.next_completion())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Clients send; crashes on.
+    Load,
+    /// No new requests, no crashes: every request in flight is resent until answered.
+    Settle,
+    /// After a last restart: every client resends its latest request, and lookups read every
+    /// acknowledged echo's Thing back.
+    Audit,
+}
+
+pub(super) struct Simulation {
+    config: Config,
+    parameters: Parameters,
+    router: Router,
+    node: Option<Node>,
+    clients: Clients,
+    prng: Prng,
+    crasher: Crasher,
+    bug: Option<Bug>,
+    phase: Phase,
+    /// Audit lookups still to send (ids).
+    audit: Vec<Vec<u128>>,
+    effects: Effects,
+    summary: Summary,
+    trace_hash: u64,
+}
+
+impl Simulation {
+    pub fn new(seed: u64, bug: Option<Bug>) -> Simulation {
+        let config = crate::simulator::config();
+        let parameters = Parameters::from_seed(seed, &config);
+        let storage = SimulatedStorage::new(
+            Layout::new(&config),
+            parameters.storage.clone(),
+            parameters.storage_seed,
+        );
+        let mut prng = Prng::new(parameters.run_seed);
+        let ids: Vec<u128> = (0..parameters.client_count)
+            .map(|_| u128::from(prng.next_u64()) << 64 | u128::from(prng.next_u64()) | 1)
+            .collect();
+        Simulation {
+            crasher: Crasher {
+                crash: parameters.crash_per_completion,
+                enabled: true,
+                crashes: 0,
+                writes_torn: 0,
+            },
+            summary: Summary {
+                seed,
+                clients: parameters.client_count as u64,
+                ..Summary::default()
+            },
+            config,
+            router: Router::new(storage),
+            node: None,
+            clients: Clients::new(ids.into_iter()),
+            prng,
+            bug,
+            phase: Phase::Load,
+            audit: Vec::new(),
+            effects: Effects::default(),
+            trace_hash: seed,
+            parameters,
+        }
+    }
+
+    pub fn run(mut self) -> Result<Summary, Failure> {
+        let depth = self.config.journal_iops_write_max as usize;
+        crate::format::format(&mut self.router.storage, &self.config, CLUSTER, depth)
+            .expect("format on a storage without faults");
+        match self.run_phases() {
+            Ok(()) => {}
+            Err(message) => return Err(self.failure(message)),
+        }
+        let stats = (self.crasher.crashes, self.crasher.writes_torn);
+        self.summary.crashes = stats.0;
+        self.summary.writes_torn = stats.1;
+        self.summary.requests = self.clients.requests_acknowledged;
+        self.summary.retries_checked = self.clients.retries_checked;
+        self.summary.lookups = self.clients.lookups_checked;
+        self.summary.things_checked = self.clients.things_checked;
+        self.summary.ops_executed = self.effects.ops_executed;
+        self.summary.batches = self.effects.batches;
+        self.summary.checkpoints = self.effects.checkpoints;
+        self.summary.trace_hash = mix64(self.trace_hash ^ self.router.storage.trace_hash());
+        Ok(self.summary)
+    }
+
+    fn failure(&self, message: String) -> Failure {
+        let (op, op_checkpoint) = self.node.as_ref().map_or((0, 0), |node| {
+            (node.replica.op(), node.replica.op_checkpoint())
+        });
+        Failure {
+            seed: self.parameters.seed,
+            message: format!(
+                "{message} (phase {:?}, {} requests acknowledged, {} crashes, {} starts, head op \
+                 {op}, checkpoint op {op_checkpoint})",
+                self.phase,
+                self.clients.requests_acknowledged,
+                self.crasher.crashes,
+                self.summary.restarts
+            ),
+        }
+    }
+
+    fn trace(&mut self, words: &[u64]) {
+        for word in words {
+            self.trace_hash = mix64(self.trace_hash ^ word);
+        }
+    }
+
+    fn run_phases(&mut self) -> Result<(), String> {
+        let mut steps = 0;
+        while self.clients.requests_acknowledged < self.parameters.requests_target {
+            steps += 1;
+            if steps > STEPS_MAX {
+                return Err(format!("no progress after {STEPS_MAX} steps"));
+            }
+            self.step()?;
+        }
+        self.phase = Phase::Settle;
+        self.crasher.enabled = false;
+        self.run_until(|simulation| {
+            simulation
+                .clients
+                .clients
+                .iter()
+                .all(|c| c.in_flight.is_none())
+        })?;
+        // A last crash and start: everything acknowledged must survive it.
+        self.crasher.crash(&mut self.router);
+        self.node = None;
+        self.trace(&[TRACE_CRASH, self.crasher.crashes]);
+        self.phase = Phase::Audit;
+        let ids: Vec<u128> = self
+            .clients
+            .echoes
+            .keys()
+            .map(|id| u128::from(*id))
+            .collect();
+        let chunk = EchoOptions::from_config(&self.config).lookup_count_max() as usize;
+        self.audit = ids.chunks(chunk).map(<[u128]>::to_vec).collect();
+        for client in &mut self.clients.clients {
+            client.retry_waiting = client.latest.is_some();
+        }
+        self.run_until(|simulation| {
+            simulation.audit.is_empty()
+                && simulation
+                    .clients
+                    .clients
+                    .iter()
+                    .all(|client| client.in_flight.is_none() && !client.retry_waiting)
+        })?;
+        self.run_until(|simulation| simulation.node.as_ref().is_some_and(Node::quiet))?;
+        self.check_timestamps()
+    }
+
+    /// Steps (no crashes) until `done`.
+    fn run_until(&mut self, done: impl Fn(&Simulation) -> bool) -> Result<(), String> {
+        for _ in 0..CLOSING_STEPS_MAX {
+            if done(self) {
+                return Ok(());
+            }
+            self.step()?;
+        }
+        let waiting: Vec<usize> = (0..self.clients.clients.len())
+            .filter(|index| {
+                let client = &self.clients.clients[*index];
+                client.in_flight.is_some() || client.retry_waiting
+            })
+            .collect();
+        Err(format!(
+            "no progress in {CLOSING_STEPS_MAX} steps: clients {waiting:?} never got their reply, \
+             {} audit lookups left",
+            self.audit.len()
+        ))
+    }
+
+    /// One step: (re)start if down; maybe crash; clients send; the node acts; one completion.
+    fn step(&mut self) -> Result<(), String> {
+        let result = self.step_inner();
+        match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Crashed) => {
+                self.node = None;
+                self.trace(&[TRACE_CRASH, self.crasher.crashes]);
+                Ok(())
+            }
+            Err(Stop::Failed(message)) => Err(message),
+        }
+    }
+
+    fn step_inner(&mut self) -> Result<(), Stop> {
+        if self.node.is_none() {
+            self.start()?;
+        }
+        if self.crasher.enabled && self.parameters.crash_per_step.sample(&mut self.prng) {
+            return Err(self.crasher.crash(&mut self.router));
+        }
+        self.clients_act()?;
+        self.act()?;
+        let completion = self.crasher.complete(&mut self.router, &mut self.prng)?;
+        if let Some((component, completion)) = completion {
+            let node = self.node.as_mut().expect("up");
+            node.on_completion(component, completion, &mut self.effects)?;
+            self.act()?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<(), Stop> {
+        self.summary.restarts += 1;
+        let (prng, crasher) = (&mut self.prng, &mut self.crasher);
+        let mut complete = |router: &mut Router| match crasher.complete(router, prng)? {
+            Some(completion) => Ok(completion),
+            None => panic!("recovery waits with no I/O pending"),
+        };
+        let node = Node::start(&mut self.router, &self.config, self.bug, &mut complete)?;
+        self.trace(&[TRACE_START, node.replica.op(), node.replica.op_checkpoint()]);
+        self.node = Some(node);
+        self.act()
+    }
+
+    /// The node carries out its actions; its messages reach the clients (or are dropped).
+    fn act(&mut self) -> Result<(), Stop> {
+        let node = self.node.as_mut().expect("up");
+        node.act(&mut self.router, &mut self.effects)?;
+        let outgoing = std::mem::take(&mut self.effects.outgoing);
+        for message in outgoing {
+            let index = self
+                .clients
+                .index_of(message.client)
+                .expect("a reply to one of the clients");
+            if self.phase == Phase::Load && self.parameters.reply_drop.sample(&mut self.prng) {
+                self.summary.replies_dropped += 1;
+                self.trace(&[TRACE_DROPPED, index as u64]);
+                continue;
+            }
+            self.trace(&[
+                TRACE_REPLY,
+                index as u64,
+                u64::from(message.header.checksum()),
+            ]);
+            self.clients
+                .on_reply(index, &message.header, &message.body)
+                .map_err(Stop::Failed)?;
+        }
+        Ok(())
+    }
+
+    fn clients_act(&mut self) -> Result<(), Stop> {
+        if !self.node.as_ref().expect("up").serving() {
+            return Ok(());
+        }
+        for index in 0..self.clients.clients.len() {
+            let sent = self.client_act(index);
+            if let Some(sent) = sent {
+                let node = self.node.as_mut().expect("up");
+                // Ignored requests (in progress, older, not serving) are resent later.
+                let _ = node.replica.on_request(sent.header, sent.body);
+            }
+        }
+        Ok(())
+    }
+
+    /// What client `index` sends this step, if anything.
+    fn client_act(&mut self, index: usize) -> Option<Sent> {
+        let parameters = &self.parameters;
+        let prng = &mut self.prng;
+        let client = &self.clients.clients[index];
+        if let Some(sent) = &client.in_flight {
+            return parameters.resend.sample(prng).then(|| sent.clone());
+        }
+        if client.retry_waiting {
+            // A resend of the latest request waits for its reply: resend it now and then.
+            let latest = client.latest.as_ref().expect("a retry of something");
+            return parameters
+                .resend
+                .sample(prng)
+                .then(|| latest.request.clone());
+        }
+        match self.phase {
+            Phase::Settle => return None,
+            Phase::Audit => {
+                client.session?;
+                let ids = self.audit.pop()?;
+                let (body, required) = self.clients.lookup(&ids);
+                return Some(self.clients.send(
+                    CLUSTER,
+                    index,
+                    EchoOperation::LookupThings,
+                    body,
+                    required,
+                ));
+            }
+            Phase::Load => {}
+        }
+        if !parameters.request.sample(prng) {
+            return None;
+        }
+        if client.session.is_some() && prng.chance(1, parameters.retry_one_in) {
+            let latest = client.latest.clone().expect("registered");
+            self.clients.clients[index].retry_waiting = true;
+            return Some(latest.request);
+        }
+        if client.session.is_some() && prng.chance(1, parameters.lookup_one_in) {
+            let ids = self.lookup_ids();
+            let (body, required) = self.clients.lookup(&ids);
+            return Some(self.clients.send(
+                CLUSTER,
+                index,
+                EchoOperation::LookupThings,
+                body,
+                required,
+            ));
+        }
+        let size = self.prng.range_inclusive(0, self.parameters.body_size_max);
+        let mut body = vec![0; size as usize];
+        self.prng.fill(&mut body);
+        Some(
+            self.clients
+                .send(CLUSTER, index, EchoOperation::Echo, body, Vec::new()),
+        )
+    }
+
+    /// Up to 16 ids: mostly acknowledged echoes, some of any timestamp so far or beyond.
+    fn lookup_ids(&mut self) -> Vec<u128> {
+        let count = self.prng.range_inclusive(1, 16);
+        let highest = self
+            .clients
+            .timestamps
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        let echoes: Vec<u64> = self.clients.echoes.keys().copied().collect();
+        (0..count)
+            .map(|_| {
+                if !echoes.is_empty() && self.prng.chance(3, 4) {
+                    u128::from(echoes[self.prng.below(echoes.len() as u64) as usize])
+                } else {
+                    u128::from(self.prng.range_inclusive(1, highest + 8))
+                }
+            })
+            .collect()
+    }
+
+    /// Every timestamp 1..=the head's was given to exactly one acknowledged request: none
+    /// executed twice, none lost.
+    fn check_timestamps(&self) -> Result<(), String> {
+        let timestamp_max = self.node.as_ref().expect("up").timestamp_max();
+        let acknowledged = &self.clients.timestamps;
+        if let Some(missing) = (1..=timestamp_max).find(|t| !acknowledged.contains_key(t)) {
+            return Err(format!(
+                "timestamp {missing} (of 1..={timestamp_max}) was given to a request no client \
+                 was acknowledged for: a request executed twice, or one nobody sent"
+            ));
+        }
+        if let Some((beyond, _)) = acknowledged.range(timestamp_max + 1..).next() {
+            return Err(format!(
+                "timestamp {beyond} was acknowledged but the head's is {timestamp_max}: an \
+                 acknowledged request was lost"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64's finalizer, as the storage's trace hash uses.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
