@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod ewah;
+pub mod framing;
 pub mod header;
 pub mod input;
 pub mod journal_recovery;

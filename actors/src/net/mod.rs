@@ -45,6 +45,7 @@
 //! released within one iteration, even while the events channel stays full.
 
 mod connection;
+pub mod framing;
 mod server;
 mod stats;
 

@@ -1,7 +1,8 @@
 //! The net thread's poll loop: accept, read and frame, deliver to the replica without blocking,
 //! route replies, expire connections that never delivered a request.
 
-use super::connection::{BadInput, Connection};
+use super::connection::Connection;
+use super::framing::BadInput;
 use super::stats::{increment, Counters};
 use super::{Message, NetCommand, NetEvent, NetOptions, SEND_QUEUE_MESSAGES_MAX};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
