@@ -14,6 +14,8 @@ pub mod header;
 pub mod journal;
 pub mod layout;
 pub mod lsm;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod prng;
 pub mod replica;
 pub mod simulator;

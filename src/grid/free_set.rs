@@ -330,7 +330,11 @@ impl FreeSet {
             "double release of {address}"
         );
         assert!(!self.blocks_released_prior_durability.is_set(block));
-        if self.checkpoint_durable {
+        let durable = self.checkpoint_durable;
+        // Planted bug: released as if the checkpoint were durable (freed one checkpoint early).
+        #[cfg(feature = "planted-bugs")]
+        let durable = durable || crate::planted::fire(crate::planted::Bug::ReleaseBeforeDurable);
+        if durable {
             self.blocks_released.set(block);
         } else {
             self.blocks_released_prior_durability.set(block);

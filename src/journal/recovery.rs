@@ -156,6 +156,14 @@ fn truncate_torn_append(read: &Read, op_max: u64, decisions: &mut [SlotDecision]
     let slot_count = decisions.len() as u64;
     let slot_head = op_max % slot_count;
     let mut torn: Vec<u64> = Vec::new();
+    #[cfg(feature = "planted-bugs")]
+    if decisions[slot_head as usize].decision == Decision::Vsr
+        && pair(read, slot_head).0.is_some_and(|h| !is_reserved(&h))
+        && read.prepares[slot_head as usize].is_none()
+        && crate::planted::fire(crate::planted::Bug::SkippedRecoveryCase)
+    {
+        torn.push(slot_head); // @C at the head taken for a torn append: an acknowledged op.
+    }
     for op in op_max + 1..=read.op_prepare_max {
         let slot = op % slot_count;
         if slot == slot_head {
@@ -270,6 +278,12 @@ fn gaps(read: &Read, decisions: &[SlotDecision]) -> Vec<Option<FaultySlot>> {
     for op in op_first..=op_last {
         let slot = op % slot_count;
         let decision = decisions[slot as usize];
+        #[cfg(feature = "planted-bugs")]
+        if decision.decision == Decision::CutTorn
+            && crate::planted::current() == Some(crate::planted::Bug::SkippedRecoveryCase)
+        {
+            continue; // Only the planted bug cuts a slot at or below op_max.
+        }
         if op_held(read, slot, decision.decision) != Some(op) {
             gaps[slot as usize] = Some(FaultySlot {
                 slot,

@@ -66,6 +66,9 @@ pub(super) struct WriteIop {
     message: Option<AlignedBuf>,
     /// The private header sector; `None` while it is in a request.
     sector: Option<AlignedBuf>,
+    /// Planted bug `HeaderBeforePrepare`: the header sector is being written before the prepare.
+    #[cfg(feature = "planted-bugs")]
+    header_first: bool,
 }
 
 impl WriteIop {
@@ -74,6 +77,8 @@ impl WriteIop {
             state: WriteState::Free,
             message: None,
             sector: Some(AlignedBuf::new(SECTOR_SIZE as usize)),
+            #[cfg(feature = "planted-bugs")]
+            header_first: false,
         }
     }
 
@@ -113,6 +118,11 @@ impl Journal {
         self.prepare_inhabited.clear(slot);
         self.prepare_checksums[slot as usize] = 0;
         self.writes[index].state = WriteState::Prepare { header };
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::fire(crate::planted::Bug::HeaderBeforePrepare) {
+            self.planted_write_header_first(index, slot, header, message);
+            return WriteStart::Queued;
+        }
         let request = IoRequest {
             tag: Purpose::WritePrepare.tag(index as u64),
             kind: IoKind::Write,
@@ -227,8 +237,24 @@ impl Journal {
             .message
             .take()
             .expect("header write without its message");
+        #[cfg(feature = "planted-bugs")]
+        let header_first = std::mem::take(&mut self.writes[index as usize].header_first);
         if let Err(fatal) = completion.result {
             return Some(self.write_finish(index, header, message, WriteOutcome::Failed(fatal)));
+        }
+        #[cfg(feature = "planted-bugs")]
+        if header_first {
+            // The header went first; now the prepare (then, as usual, the header again).
+            self.writes[index as usize].state = WriteState::Prepare { header };
+            let request = IoRequest {
+                tag: Purpose::WritePrepare.tag(index),
+                kind: IoKind::Write,
+                zone: Zone::WalPrepares,
+                offset_in_zone: self.prepare_offset(slot),
+                buffer: message,
+            };
+            self.queue(request);
+            return None;
         }
         // Clean only if nothing about the slot changed while the header was written (ref §3.4
         // step 7): the header, the redundant header (removed and re-added), the prepare on disk.
@@ -244,6 +270,31 @@ impl Journal {
         };
         self.assert_faulty_implies_dirty();
         Some(self.write_finish(index, header, message, outcome))
+    }
+
+    /// Planted bug `HeaderBeforePrepare`: persist the slot's new redundant header first.
+    #[cfg(feature = "planted-bugs")]
+    fn planted_write_header_first(
+        &mut self,
+        index: usize,
+        slot: u64,
+        header: Header,
+        message: AlignedBuf,
+    ) {
+        self.headers_redundant[slot as usize] = header;
+        let sector_index = slot / HEADERS_PER_SECTOR;
+        let mut sector = self.writes[index]
+            .sector
+            .take()
+            .expect("a free IOP's sector");
+        self.snapshot_header_sector(sector_index, &mut sector);
+        let iop = &mut self.writes[index];
+        iop.message = Some(message);
+        iop.state = WriteState::Headers { header };
+        iop.header_first = true;
+        let tag = Purpose::WriteHeaders.tag(index as u64);
+        let request = self.header_sector_request(tag, sector_index, sector);
+        self.queue(request);
     }
 
     /// Releases the write IOP, then reports.

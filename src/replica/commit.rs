@@ -13,6 +13,16 @@ impl Replica {
     /// queued meanwhile go out in the next prepare.
     pub fn on_prepare_durable(&mut self, op: u64) {
         assert!(self.writing, "a durable prepare without a write");
+        #[cfg(feature = "planted-bugs")]
+        if op <= self.commit_min
+            && crate::planted::current() == Some(crate::planted::Bug::ReplyBeforeDurable)
+        {
+            // Already executed (and answered) by the planted bug.
+            self.writing = false;
+            self.prepare_next();
+            self.execute_next();
+            return;
+        }
         let index = usize::try_from(op - self.commit_min - 1).expect("fits");
         let prepared = &mut self.pipeline[index];
         assert!(!prepared.durable);
@@ -64,7 +74,11 @@ impl Replica {
         let Some(prepared) = self.pipeline.front_mut() else {
             return;
         };
-        if !prepared.durable {
+        let durable = prepared.durable;
+        // Planted bug: execute (and reply) before the journal reported the prepare durable.
+        #[cfg(feature = "planted-bugs")]
+        let durable = durable || crate::planted::fire(crate::planted::Bug::ReplyBeforeDurable);
+        if !durable {
             return;
         }
         let header = prepared.header;

@@ -267,7 +267,11 @@ impl Node {
             Action::CheckpointReplies => {
                 for slot in 0..self.latest.len() {
                     if let Some((reply, body)) = self.latest[slot].take() {
-                        if self.bug == Some(Bug::SkipReplyWrites) {
+                        let skip = self.bug == Some(Bug::SkipReplyWrites);
+                        #[cfg(feature = "planted-bugs")]
+                        let skip =
+                            skip || crate::planted::fire(crate::planted::Bug::SkippedReplyWrite);
+                        if skip {
                             self.bug_fired = true;
                             continue;
                         }
