@@ -84,3 +84,79 @@ fn a_reply_before_its_prepare_is_durable_fails_the_seed() {
 fn reply_writes_skipped_at_checkpoints_fail_the_seed() {
     assert_caught(Bug::SkipReplyWrites, &SEEDS, "never got their reply");
 }
+
+/// Fault seeds (issue 7 item 1), two per zone, picked for what they cover (asserted below); the
+/// contract they run under is `src/simulator/replica/faults.rs` and `docs/fault_model.md`.
+const WAL_HEADERS_SEEDS: [u64; 2] = [60, 93];
+const WAL_PREPARES_SEEDS: [u64; 2] = [4, 23];
+const CLIENT_REPLIES_SEEDS: [u64; 2] = [22, 26];
+const GRID_SEEDS: [u64; 2] = [9, 37];
+
+fn run_zone(zone: &str, seeds: &[u64]) -> Vec<Summary> {
+    let summaries: Vec<Summary> = seeds.iter().map(|seed| run(*seed)).collect();
+    for summary in &summaries {
+        let context = format!("{summary}; reproduce: {}", reproduce_command(summary.seed));
+        assert_eq!(
+            summary.fault_zones, zone,
+            "the seed faults {zone}: {context}"
+        );
+        assert!(summary.faults >= 1, "faults injected: {context}");
+        assert!(summary.things_checked >= 1, "Things checked: {context}");
+    }
+    summaries
+}
+
+#[test]
+fn wal_header_faults_refuse_only_as_the_contract_allows() {
+    let summaries = run_zone("wal_headers", &WAL_HEADERS_SEEDS);
+    for summary in &summaries {
+        assert!(summary.refusals >= 1, "a confirmed refusal: {summary}");
+        // Prepares are never faulted here: nothing reported durable can be lost.
+        assert_eq!(summary.refusals_lost, 0, "{summary}");
+    }
+}
+
+#[test]
+fn wal_prepare_faults_refuse_a_lost_prepare() {
+    for summary in run_zone("wal_prepares", &WAL_PREPARES_SEEDS) {
+        assert!(
+            summary.refusals_lost >= 1,
+            "a refusal of a lost prepare: {summary}"
+        );
+    }
+}
+
+#[test]
+fn a_faulted_stored_reply_is_never_served() {
+    for summary in run_zone("client_replies", &CLIENT_REPLIES_SEEDS) {
+        assert!(
+            summary.replies_unserved >= 1,
+            "an unserved reply: {summary}"
+        );
+        assert!(
+            summary.clients_abandoned >= 1,
+            "a client gave up: {summary}"
+        );
+    }
+}
+
+#[test]
+fn grid_faults_stop_the_node_naming_the_block() {
+    let summaries = run_zone("grid", &GRID_SEEDS);
+    for summary in &summaries {
+        assert!(summary.fail_stops >= 1, "a fail-stop: {summary}");
+        assert!(summary.refusals >= 1, "a refused start: {summary}");
+    }
+}
+
+#[test]
+fn the_network_drops_and_duplicates_requests() {
+    let summaries = run_zone("wal_prepares", &WAL_PREPARES_SEEDS[1..]);
+    let summary = &summaries[0];
+    assert!(summary.requests_dropped >= 1 || summary.requests_duplicated >= 1);
+    let again = run(WAL_PREPARES_SEEDS[1]);
+    assert_eq!(*summary, again, "a fault seed replays identically");
+    let summaries = run_zone("wal_headers", &WAL_HEADERS_SEEDS[..1]);
+    assert!(summaries[0].requests_dropped >= 1, "{}", summaries[0]);
+    assert!(summaries[0].requests_duplicated >= 1, "{}", summaries[0]);
+}

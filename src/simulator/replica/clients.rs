@@ -38,6 +38,10 @@ pub(super) struct Client {
     pub latest: Option<Acknowledged>,
     /// A deliberate resend of `latest` is waiting for its reply.
     pub retry_waiting: bool,
+    /// The client gave up: its request was executed but the stored reply read back faulted
+    /// (client-replies faults), so it can never get it. It sends nothing more; a reply that still
+    /// reaches it must be exactly that request's.
+    pub abandoned: Option<(Sent, Header)>,
 }
 
 /// An acknowledged echo: what its Thing must hold.
@@ -70,10 +74,70 @@ impl Clients {
                     in_flight: None,
                     latest: None,
                     retry_waiting: false,
+                    abandoned: None,
                 })
                 .collect(),
             ..Clients::default()
         }
+    }
+
+    /// A new data file: every client registers again; what was acknowledged on the old one is
+    /// gone with it (the counters stay).
+    pub fn reformat(&mut self) {
+        for client in &mut self.clients {
+            client.session = None;
+            client.in_flight = None;
+            client.latest = None;
+            client.retry_waiting = false;
+            client.abandoned = None;
+        }
+        self.timestamps.clear();
+        self.echoes.clear();
+    }
+
+    pub fn all_abandoned(&self) -> bool {
+        self.clients.iter().all(|client| client.abandoned.is_some())
+    }
+
+    /// Client `index`'s request in flight was executed (`reply` is the reply its session
+    /// names) but the stored reply cannot be read: the client gives up on it. Its timestamp is
+    /// accounted for (the request was executed once), and an echo's Thing must be found.
+    pub fn abandon(&mut self, index: usize, reply: &Header) -> Result<(), String> {
+        let sent = self.clients[index]
+            .in_flight
+            .take()
+            .expect("a request in flight");
+        let fields = Reply::decode(reply);
+        let request = Request::decode(&sent.header);
+        if fields.request_checksum != sent.header.checksum() {
+            return Err(format!(
+                "client {index}: the stored reply of request {} names another request",
+                request.request
+            ));
+        }
+        if let Some(first) = self.timestamps.insert(
+            fields.timestamp,
+            (index, request.request, request.operation),
+        ) {
+            return Err(format!(
+                "timestamp {} given twice: to client {} request {} and client {index} request {}",
+                fields.timestamp, first.0, first.1, request.request
+            ));
+        }
+        if request.operation == EchoOperation::Echo as u8 {
+            let value = thing_value(
+                self.clients[index].id,
+                fields.timestamp,
+                fields.timestamp,
+                EchoOperation::Echo as u8,
+                &sent.body,
+            );
+            self.echoes.insert(fields.timestamp, Echoed { value });
+        }
+        let client = &mut self.clients[index];
+        client.retry_waiting = false;
+        client.abandoned = Some((sent, *reply));
+        Ok(())
     }
 
     pub fn index_of(&self, id: u128) -> Option<usize> {
@@ -128,6 +192,18 @@ impl Clients {
     pub fn on_reply(&mut self, index: usize, reply: &Header, body: &[u8]) -> Result<(), String> {
         let fields = Reply::decode(reply);
         let client = &self.clients[index];
+        if let Some((sent, expected)) = &client.abandoned {
+            if fields.request == Request::decode(&sent.header).request {
+                let size_limit = crate::simulator::config().message_size_max;
+                if reply != expected || reply.validate(body, size_limit).is_err() {
+                    return Err(format!(
+                        "client {index}: request {} (given up on) answered with another reply",
+                        fields.request
+                    ));
+                }
+                return Ok(());
+            }
+        }
         if let Some(sent) = &client.in_flight {
             let request = Request::decode(&sent.header);
             if fields.request == request.request && request.session == session_of(client) {

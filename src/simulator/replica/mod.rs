@@ -18,6 +18,7 @@
 //! drawn yet.
 
 mod clients;
+mod faults;
 mod node;
 mod router;
 mod simulation;
@@ -34,6 +35,29 @@ enum Stop {
     Crashed,
     /// A check failed: the seed fails with this message.
     Failed(String),
+    /// The node refused to start, or stopped, on damage it must not serve through: allowed only
+    /// where the fault contract says (`simulation.rs`, `docs/fault_model.md`); otherwise the seed
+    /// fails with the message.
+    Damaged(Damage),
+}
+
+/// The damage a refusal or a fail-stop names.
+#[derive(Debug)]
+enum Damage {
+    /// Journal recovery refused (`RecoveryError::Lost`): these slots may have lost an
+    /// acknowledged prepare above the checkpoint.
+    WalLost {
+        slots: Vec<crate::journal::FaultySlot>,
+        op_checkpoint: u64,
+        message: String,
+    },
+    /// Replay could not read back the prepare of `op`, which recovery had found intact.
+    Prepare { op: u64, message: String },
+    /// A grid block did not read back as its parent names it (at start-up or while executing).
+    Block {
+        address: Option<u64>,
+        message: String,
+    },
 }
 
 /// What a seed's run did.
@@ -61,6 +85,24 @@ pub struct Summary {
     pub lookups: u64,
     pub things_checked: u64,
     pub trace_hash: u64,
+    /// Where the seed's disk faults land ("none": crashes only).
+    pub fault_zones: &'static str,
+    /// Probabilistic faults the storage injected: corrupt sectors (tears excluded), misdirected
+    /// writes, unreadable sectors.
+    pub faults: u64,
+    /// Refusals at start-up and fail-stops the checker confirmed (each followed by a new data
+    /// file), and of those, the refusals that named a slot which really lost an acknowledged
+    /// prepare.
+    pub refusals: u64,
+    pub fail_stops: u64,
+    pub refusals_lost: u64,
+    /// Resends whose stored reply read back faulted: never served, no answer (the confirmed
+    /// single-node limitation); clients that gave up on such a request.
+    pub replies_unserved: u64,
+    pub clients_abandoned: u64,
+    /// Requests the network dropped or delivered twice (the copy later).
+    pub requests_dropped: u64,
+    pub requests_duplicated: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -82,7 +124,24 @@ impl std::fmt::Display for Summary {
             self.lookups,
             self.things_checked,
             self.trace_hash
-        )
+        )?;
+        if self.fault_zones != "none" {
+            write!(
+                f,
+                " faults_in {} faults {} refusals {} (lost {}) fail_stops {} unserved {} \
+                 abandoned {} requests_dropped {} duplicated {}",
+                self.fault_zones,
+                self.faults,
+                self.refusals,
+                self.refusals_lost,
+                self.fail_stops,
+                self.replies_unserved,
+                self.clients_abandoned,
+                self.requests_dropped,
+                self.requests_duplicated
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -3,16 +3,17 @@
 //! them (`actors/src/service.rs`, `replica.rs`, `state_machine.rs`), on one thread over the
 //! [`Router`]. A crash drops the whole value; [`Node::start`] is the service's start-up path.
 
+use super::faults::WalModel;
 use super::router::{Component, Router};
 use super::simulation::Bug;
-use super::{Stop, CLUSTER};
+use super::{Damage, Stop, CLUSTER};
 use crate::buffer::AlignedBuf;
 use crate::client_replies::{self, ClientReplies, WriteTrigger};
 use crate::config::{Config, HEADER_SIZE, VSR_OPERATIONS_RESERVED};
 use crate::grid::access::GridDirect;
 use crate::grid::{driver as grid_driver, Grid};
 use crate::header::{prepare, Header, HEADER_BYTES};
-use crate::journal::{self, Event, Journal, ReadStart, WriteOutcome, WriteStart};
+use crate::journal::{self, Event, Journal, ReadStart, RecoveryError, WriteOutcome, WriteStart};
 use crate::replica::{batch, Action, Committed, Replica, Status};
 use crate::state_machine::echo::{EchoOperation, EchoOptions, EchoStateMachine, LOOKUP_ID_SIZE};
 use crate::state_machine::{Completion, StateMachine};
@@ -28,13 +29,27 @@ pub(super) struct Outgoing {
     pub body: Vec<u8>,
 }
 
-/// What the node did that the simulation checks or counts.
+/// A resent request whose stored reply did not read back: no answer was sent.
+#[derive(Debug)]
+pub(super) struct Unserved {
+    pub client: u128,
+    pub slot: u64,
+    /// The reply the session names (kept in memory by the replica).
+    pub reply: Header,
+    pub error: String,
+}
+
+/// What the node did that the simulation checks or counts (it outlives the node: a crash drops
+/// the node, not this).
 #[derive(Debug, Default)]
 pub(super) struct Effects {
     pub outgoing: Vec<Outgoing>,
     pub checkpoints: u64,
     pub ops_executed: u64,
     pub batches: u64,
+    /// The prepares reported durable: the WAL checks' model.
+    pub wal: WalModel,
+    pub unserved: Vec<Unserved>,
 }
 
 /// How start-up gets its next completion: the run's, which may crash instead.
@@ -58,6 +73,8 @@ pub(super) struct Node {
     reply_writes: VecDeque<(u64, Header, Vec<u8>)>,
     checkpoint_waiting: bool,
     reply_read: Option<u128>,
+    /// The reply `reply_read` expects.
+    reply_read_expected: Option<Header>,
     bug: Option<Bug>,
     /// A planted bug fired (for the bug tests: the run must then fail).
     pub bug_fired: bool,
@@ -65,6 +82,11 @@ pub(super) struct Node {
 
 fn failed<T>(message: impl Into<String>) -> Result<T, Stop> {
     Err(Stop::Failed(message.into()))
+}
+
+/// A grid block that did not read back: a fail-stop (or a refused start) naming it.
+fn block_damaged<T>(address: Option<u64>, message: String) -> Result<T, Stop> {
+    Err(Stop::Damaged(Damage::Block { address, message }))
 }
 
 fn input_rule(options: &EchoOptions) -> crate::replica::InputRule {
@@ -91,6 +113,7 @@ impl Node {
         router: &mut Router,
         config: &Config,
         bug: Option<Bug>,
+        wal: &mut WalModel,
         complete: &mut Complete<'_>,
     ) -> Result<Node, Stop> {
         let options = OpenOptions {
@@ -107,7 +130,9 @@ impl Node {
             CLUSTER,
             checkpoint,
         )
-        .or_else(|error| failed(format!("the grid did not open: {error}")))?;
+        .or_else(|error| {
+            block_damaged(error.address(), format!("the grid did not open: {error}"))
+        })?;
         let echo_options = EchoOptions::from_config(config);
         let mut machine = EchoStateMachine::new(config, CLUSTER, echo_options);
         let opened = {
@@ -122,7 +147,9 @@ impl Node {
                 client_sessions, ..
             }) => client_sessions,
             Ok(completion) => panic!("open completed as {completion:?}"),
-            Err(error) => return failed(format!("the forest did not open: {error}")),
+            Err(error) => {
+                return block_damaged(error.address(), format!("the forest did not open: {error}"))
+            }
         };
         let mut journal = Journal::new(config, CLUSTER);
         journal.recover(working.op_checkpoint());
@@ -137,8 +164,20 @@ impl Node {
                 "only the journal does I/O here"
             );
             match journal.on_completion(completion) {
-                Some(Event::Recovered(result)) => {
-                    break result.or_else(|error| failed(format!("recovery refused: {error}")))?;
+                Some(Event::Recovered(Ok(report))) => break report,
+                Some(Event::Recovered(Err(error))) => {
+                    let message = format!("recovery refused: {error}");
+                    return match error {
+                        RecoveryError::Lost {
+                            slots,
+                            op_checkpoint,
+                        } => Err(Stop::Damaged(Damage::WalLost {
+                            slots,
+                            op_checkpoint,
+                            message,
+                        })),
+                        _ => failed(message),
+                    };
                 }
                 Some(event) => panic!("recovery ended with {event:?}"),
                 None => {}
@@ -149,6 +188,8 @@ impl Node {
             .map_while(|op| journal.header_with_op(op).copied())
             .collect();
         let durable = (working.op_checkpoint() + 1..=head).collect();
+        wal.on_started(&journal, working.op_checkpoint(), head)
+            .or_else(failed)?;
         let replica = Replica::open(
             config,
             Box::new(working),
@@ -173,6 +214,7 @@ impl Node {
             reply_writes: VecDeque::new(),
             checkpoint_waiting: false,
             reply_read: None,
+            reply_read_expected: None,
             bug,
             bug_fired: false,
         })
@@ -236,12 +278,13 @@ impl Node {
             Action::WritePrepare { op } => {
                 let mut buffer = self.write_buffer.take().expect("one write at a time");
                 let (header, body) = self.replica.prepare(op);
+                effects.wal.on_write(*header);
                 journal::fill_message(&mut buffer, header, body);
                 match self.journal.write_prepare(buffer) {
                     WriteStart::Queued => {}
                     WriteStart::Durable(buffer) => {
                         self.write_buffer = Some(buffer);
-                        self.on_durable(op);
+                        self.on_durable(op, effects);
                     }
                     WriteStart::Busy(_) => panic!("the journal is busy with one write at a time"),
                 }
@@ -258,7 +301,10 @@ impl Node {
                     ReadStart::Queued => {}
                     ReadStart::Done(buffer) => self.on_read(buffer),
                     ReadStart::Unavailable(_) => {
-                        return failed(format!("replay: the journal no longer holds op {op}"))
+                        return Err(Stop::Damaged(Damage::Prepare {
+                            op,
+                            message: format!("replay: the journal no longer holds op {op}"),
+                        }))
                     }
                     ReadStart::Busy(_) => panic!("one replay read at a time"),
                 }
@@ -299,7 +345,9 @@ impl Node {
                         self.replica.on_checkpointed(superblock);
                     }
                     Ok(completion) => panic!("checkpoint completed as {completion:?}"),
-                    Err(error) => return failed(format!("checkpoint: {error}")),
+                    Err(error) => {
+                        return block_damaged(error.address(), format!("checkpoint: {error}"))
+                    }
                 }
             }
             Action::CheckpointDurable => self.grid.checkpoint_durable(),
@@ -317,8 +365,9 @@ impl Node {
         Ok(())
     }
 
-    fn on_durable(&mut self, op: u64) {
+    fn on_durable(&mut self, op: u64, effects: &mut Effects) {
         assert!(self.durable.insert(op), "op {op} durable twice");
+        effects.wal.on_durable(op);
         if self.bug != Some(Bug::AcknowledgeBeforeDurable) {
             self.replica.on_prepare_durable(op);
         }
@@ -359,7 +408,9 @@ impl Node {
                 let (id, operation, input) = (entry.timestamp, entry.operation, entry.body);
                 self.machine
                     .prefetch(&mut grid, id, operation, input)
-                    .or_else(|error| failed(format!("op {op}: prefetch: {error}")))?;
+                    .or_else(|error| {
+                        block_damaged(error.address(), format!("op {op}: prefetch: {error}"))
+                    })?;
                 let reserve = self.machine.output_size_max_for(operation, input) as usize;
                 if self.output.len() < used + reserve {
                     self.output.resize(used + reserve, 0);
@@ -375,9 +426,9 @@ impl Node {
                 sizes.push(size);
                 used += size;
             }
-            self.machine
-                .compact(&mut grid, op)
-                .or_else(|error| failed(format!("op {op}: compact: {error}")))?;
+            self.machine.compact(&mut grid, op).or_else(|error| {
+                block_damaged(error.address(), format!("op {op}: compact: {error}"))
+            })?;
         }
         let mut outputs: Vec<&[u8]> = Vec::with_capacity(sizes.len());
         let mut offset = 0;
@@ -430,6 +481,7 @@ impl Node {
                     .reply_read
                     .take()
                     .expect("an answered read was started");
+                self.reply_read_expected = None;
                 effects.outgoing.push(Outgoing {
                     client,
                     header,
@@ -479,6 +531,7 @@ impl Node {
         }
         if self.reply_read.is_none() && self.replies.read_reply(slot, &reply).is_ok() {
             self.reply_read = Some(client);
+            self.reply_read_expected = Some(reply);
         }
     }
 
@@ -498,13 +551,18 @@ impl Node {
                     }
                     self.write_buffer = Some(written.message);
                     match written.outcome {
-                        WriteOutcome::Durable => self.on_durable(prepare::op(&written.header)),
+                        WriteOutcome::Durable => {
+                            self.on_durable(prepare::op(&written.header), effects)
+                        }
                         outcome => return failed(format!("a prepare write ended {outcome:?}")),
                     }
                 }
                 Some(Event::Read(done)) => {
                     if let Err(error) = done.result {
-                        return failed(format!("replay: op {} unreadable: {error:?}", done.op));
+                        return Err(Stop::Damaged(Damage::Prepare {
+                            op: done.op,
+                            message: format!("replay: op {} unreadable: {error:?}", done.op),
+                        }));
                     }
                     self.on_read(done.buffer);
                 }
@@ -521,11 +579,20 @@ impl Node {
                 }
                 Some(client_replies::Event::Read(done)) => {
                     let client = self.reply_read.take().expect("a read was started");
+                    let expected = self.reply_read_expected.take();
                     if let Some((header, body)) = done.reply() {
                         effects.outgoing.push(Outgoing {
                             client,
                             header: *header,
                             body: body.to_vec(),
+                        });
+                    } else if let Err(error) = &done.result {
+                        let reply = expected.expect("the expected reply");
+                        effects.unserved.push(Unserved {
+                            client,
+                            slot: done.slot,
+                            reply,
+                            error: error.to_string(),
                         });
                     }
                     // Unreadable: no answer (single node); the client retries, and the drain

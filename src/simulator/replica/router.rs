@@ -9,9 +9,11 @@
 //! client replies, the grid, the superblock's tag 0), so the top byte is free: the port puts
 //! its component there on submit and clears it on completion.
 
+use crate::config::SECTOR_SIZE;
+use crate::layout::Zone;
 use crate::storage::simulated::{CrashReport, SimulatedStorage};
-use crate::storage::{IoCompletion, IoRequest, Storage};
-use std::collections::VecDeque;
+use crate::storage::{IoCompletion, IoKind, IoRequest, Storage};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Who submitted an I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,20 +38,137 @@ impl Component {
     }
 }
 
+/// The checker's record of one zone (the grid or the client replies, in a seed that faults
+/// it): what every sector written through a port since the data file was formatted should hold,
+/// so that a sector whose bytes on disk differ — a write corrupted, a misdirected write's stale
+/// target or its victim, a sector corrupted on read — is known to be faulted by the storage,
+/// never by the code under test. Sectors the storage made unreadable (EIO, zeroed on read) are
+/// recorded from the read that met them. A crash (or a fail-stop) settles every write then in
+/// flight: whatever landed, tore or was dropped is what the zone holds from then on.
+#[derive(Debug)]
+pub(super) struct Ledger {
+    zone: Zone,
+    /// Sector in the zone → its bytes as written (sparse: the zone is empty after format).
+    shadow: BTreeMap<u64, Vec<u8>>,
+    /// Full tag → (offset in the zone, size) of a write submitted and not completed.
+    writes_pending: HashMap<u64, (u64, u64)>,
+    /// Sectors a read found unreadable (the storage zeroed them).
+    unreadable: BTreeSet<u64>,
+}
+
+impl Ledger {
+    fn on_completion(&mut self, completion: &IoCompletion) {
+        if completion.zone != self.zone {
+            return;
+        }
+        let size = completion.buffer.len() as u64;
+        let first = completion.offset_in_zone / SECTOR_SIZE;
+        match completion.kind {
+            IoKind::Write => {
+                self.writes_pending.remove(&completion.tag);
+                for (index, sector) in (first..first + size / SECTOR_SIZE).enumerate() {
+                    let at = index * SECTOR_SIZE as usize;
+                    let bytes = completion.buffer[at..at + SECTOR_SIZE as usize].to_vec();
+                    self.shadow.insert(sector, bytes);
+                    self.unreadable.remove(&sector);
+                }
+            }
+            IoKind::Read => {
+                if completion.sectors_zeroed > 0 {
+                    // The storage does not say which: every sector of this read is suspect.
+                    for sector in first..first + size / SECTOR_SIZE {
+                        self.unreadable.insert(sector);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The process stopped: writes in flight landed, tore or were dropped; what is on disk now
+    /// is what those sectors hold (a crash's doing, not a fault's).
+    fn settle(&mut self, storage: &SimulatedStorage) {
+        for (_, (offset, size)) in std::mem::take(&mut self.writes_pending) {
+            let bytes = storage.read_direct(self.zone, offset, size);
+            let first = offset / SECTOR_SIZE;
+            for (index, sector) in (first..first + size / SECTOR_SIZE).enumerate() {
+                let at = index * SECTOR_SIZE as usize;
+                self.shadow
+                    .insert(sector, bytes[at..at + SECTOR_SIZE as usize].to_vec());
+            }
+        }
+    }
+
+    /// Whether any sector of `offset..offset + size` of the zone was faulted by the storage:
+    /// its bytes differ from what was written there, or a read found it unreadable. A sector
+    /// never written since format counts as not faulted.
+    pub fn faulted(&self, storage: &SimulatedStorage, offset: u64, size: u64) -> bool {
+        let first = offset / SECTOR_SIZE;
+        let last = (offset + size).div_ceil(SECTOR_SIZE);
+        (first..last).any(|sector| {
+            self.unreadable.contains(&sector)
+                || self.shadow.get(&sector).is_some_and(|bytes| {
+                    *bytes != storage.read_direct(self.zone, sector * SECTOR_SIZE, SECTOR_SIZE)
+                })
+        })
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Router {
     pub storage: SimulatedStorage,
     /// Completions taken from the storage for another component than the one that waited,
     /// oldest first (tags already restored).
     stash: VecDeque<(Component, IoCompletion)>,
+    /// The faulted zone's record, in a seed that faults the grid or the client replies.
+    pub ledger: Option<Ledger>,
 }
 
 impl Router {
-    pub fn new(storage: SimulatedStorage) -> Router {
+    pub fn new(storage: SimulatedStorage, ledger_zone: Option<Zone>) -> Router {
         Router {
             storage,
             stash: VecDeque::new(),
+            ledger: ledger_zone.map(|zone| Ledger {
+                zone,
+                shadow: BTreeMap::new(),
+                writes_pending: HashMap::new(),
+                unreadable: BTreeSet::new(),
+            }),
         }
+    }
+
+    /// A new data file was written (quietly, not through a port): the zone is empty again.
+    pub fn formatted(&mut self) {
+        assert_eq!(self.pending_count(), 0);
+        if let Some(ledger) = &mut self.ledger {
+            ledger.shadow.clear();
+            ledger.writes_pending.clear();
+            ledger.unreadable.clear();
+        }
+    }
+
+    /// Whether the storage faulted any sector of `offset..offset + size` of the ledger's zone.
+    pub fn faulted(&self, offset: u64, size: u64) -> bool {
+        self.ledger
+            .as_ref()
+            .is_some_and(|ledger| ledger.faulted(&self.storage, offset, size))
+    }
+
+    /// The storage's next completion, recorded in the ledger.
+    fn storage_next(&mut self) -> IoCompletion {
+        let completion = self.storage.next_completion();
+        if let Some(ledger) = &mut self.ledger {
+            ledger.on_completion(&completion);
+        }
+        completion
+    }
+
+    fn storage_poll(&mut self) -> Option<IoCompletion> {
+        let completion = self.storage.poll_completion()?;
+        if let Some(ledger) = &mut self.ledger {
+            ledger.on_completion(&completion);
+        }
+        Some(completion)
     }
 
     pub fn port(&mut self, component: Component) -> Port<'_> {
@@ -68,7 +187,11 @@ impl Router {
     /// are forgotten with the components that waited for them.
     pub fn crash(&mut self) -> CrashReport {
         self.stash.clear();
-        self.storage.crash()
+        let report = self.storage.crash();
+        if let Some(ledger) = &mut self.ledger {
+            ledger.settle(&self.storage);
+        }
+        report
     }
 
     /// The next completion for the event loop (the journal or the client replies): a stashed
@@ -86,7 +209,7 @@ impl Router {
         if self.storage.pending_count() == 0 {
             return None;
         }
-        let completion = untag(self.storage.next_completion());
+        let completion = untag(self.storage_next());
         assert_ne!(
             completion.0,
             Component::Grid,
@@ -132,6 +255,14 @@ impl Storage for Port<'_> {
             request.tag
         );
         request.tag |= (self.component as u64) << COMPONENT_SHIFT;
+        if let Some(ledger) = &mut self.router.ledger {
+            if request.kind == IoKind::Write && request.zone == ledger.zone {
+                let size = request.buffer.len() as u64;
+                ledger
+                    .writes_pending
+                    .insert(request.tag, (request.offset_in_zone, size));
+            }
+        }
         self.router.storage.submit(request);
     }
 
@@ -140,7 +271,7 @@ impl Storage for Port<'_> {
             return completion;
         }
         loop {
-            let (component, completion) = untag(self.router.storage.next_completion());
+            let (component, completion) = untag(self.router.storage_next());
             if component == self.component {
                 return completion;
             }
@@ -152,7 +283,7 @@ impl Storage for Port<'_> {
         if let Some(completion) = self.take_stashed() {
             return Some(completion);
         }
-        while let Some(completion) = self.router.storage.poll_completion() {
+        while let Some(completion) = self.router.storage_poll() {
             let (component, completion) = untag(completion);
             if component == self.component {
                 return Some(completion);

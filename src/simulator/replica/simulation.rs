@@ -2,11 +2,14 @@
 //! completes — or the machine crashes), the closing phases and the final checks.
 
 use super::clients::{Clients, Sent};
+use super::faults::{self, FaultParameters, FaultZones};
 use super::node::{Effects, Node};
 use super::router::{Component, Router};
-use super::{Failure, Stop, Summary, CLUSTER};
+use super::{Damage, Failure, Stop, Summary, CLUSTER};
 use crate::config::Config;
-use crate::layout::Layout;
+use crate::header::request::Request;
+use crate::header::Operation;
+use crate::layout::{Layout, Zone};
 use crate::prng::Prng;
 use crate::state_machine::echo::{EchoOperation, EchoOptions};
 use crate::storage::simulated::{FaultOptions, Latency, Options, Probability, SimulatedStorage};
@@ -21,6 +24,13 @@ pub enum Bug {
     SkipReplyWrites,
 }
 
+/// Whether the network may duplicate a register request. Off: a copy that arrives after the
+/// client's next request was executed evicts the client (`Replica::register_again`,
+/// `src/replica/request.rs`: a register from a client whose session moved on is taken for a
+/// restarted client), a finding reported with seed 2647149159411882171 (which fails with this
+/// on). Duplicates of every other request are drawn.
+const DUPLICATE_REGISTERS: bool = false;
+
 /// Steps a run may take before it counts as making no progress.
 const STEPS_MAX: u64 = 5_000_000;
 /// Steps the closing phases may take.
@@ -31,6 +41,10 @@ const TRACE_CRASH: u64 = 1;
 const TRACE_START: u64 = 2;
 const TRACE_REPLY: u64 = 3;
 const TRACE_DROPPED: u64 = 4;
+const TRACE_DAMAGE: u64 = 5;
+const TRACE_REQUEST_DROPPED: u64 = 6;
+const TRACE_REQUEST_DUPLICATED: u64 = 7;
+const TRACE_UNSERVED: u64 = 8;
 
 /// Everything a seed decides before the run starts.
 #[derive(Clone, Debug)]
@@ -57,6 +71,8 @@ struct Parameters {
     storage: Options,
     storage_seed: u64,
     run_seed: u64,
+    /// Disk and network faults (drawn last: see `faults.rs`).
+    faults: FaultParameters,
 }
 
 fn per_million(value: u64) -> Probability {
@@ -78,7 +94,7 @@ impl Parameters {
             crash_untorn_write_landed: per_million(prng.range_inclusive(0, 1_000_000)),
             ..FaultOptions::default()
         };
-        Parameters {
+        let mut parameters = Parameters {
             seed,
             client_count: prng.range_inclusive(1, config.clients_max) as usize,
             requests_target: prng.range_inclusive(300, 900),
@@ -98,7 +114,11 @@ impl Parameters {
             },
             storage_seed: prng.next_u64(),
             run_seed: prng.next_u64(),
-        }
+            // Last: a crash-only seed draws exactly what it drew before faults existed.
+            faults: FaultParameters::draw(&mut prng),
+        };
+        parameters.faults.apply(&mut parameters.storage.faults);
+        parameters
     }
 }
 
@@ -160,6 +180,11 @@ pub(super) struct Simulation {
     effects: Effects,
     summary: Summary,
     trace_hash: u64,
+    /// Network fault decisions (fault seeds only: a crash-only seed never draws from it).
+    fault_prng: Prng,
+    /// Duplicated requests the network still holds: (the step they arrive at, the request).
+    delayed: Vec<(u64, Sent)>,
+    steps: u64,
 }
 
 impl Simulation {
@@ -171,6 +196,11 @@ impl Simulation {
             parameters.storage.clone(),
             parameters.storage_seed,
         );
+        let ledger_zone = match parameters.faults.zones {
+            FaultZones::ClientReplies => Some(Zone::ClientReplies),
+            FaultZones::Grid => Some(Zone::Grid),
+            _ => None,
+        };
         let mut prng = Prng::new(parameters.run_seed);
         let ids: Vec<u128> = (0..parameters.client_count)
             .map(|_| u128::from(prng.next_u64()) << 64 | u128::from(prng.next_u64()) | 1)
@@ -185,10 +215,14 @@ impl Simulation {
             summary: Summary {
                 seed,
                 clients: parameters.client_count as u64,
+                fault_zones: parameters.faults.zones.name(),
                 ..Summary::default()
             },
+            fault_prng: Prng::new(parameters.faults.seed),
+            delayed: Vec::new(),
+            steps: 0,
             config,
-            router: Router::new(storage),
+            router: Router::new(storage, ledger_zone),
             node: None,
             clients: Clients::new(ids.into_iter()),
             prng,
@@ -202,9 +236,7 @@ impl Simulation {
     }
 
     pub fn run(mut self) -> Result<Summary, Failure> {
-        let depth = self.config.journal_iops_write_max as usize;
-        crate::format::format(&mut self.router.storage, &self.config, CLUSTER, depth)
-            .expect("format on a storage without faults");
+        self.format();
         match self.run_phases() {
             Ok(()) => {}
             Err(message) => return Err(self.failure(message)),
@@ -219,8 +251,112 @@ impl Simulation {
         self.summary.ops_executed = self.effects.ops_executed;
         self.summary.batches = self.effects.batches;
         self.summary.checkpoints = self.effects.checkpoints;
+        let storage = self.router.storage.stats();
+        self.summary.faults = storage.sectors_corrupted - stats.1
+            + storage.writes_misdirected
+            + storage.sectors_made_unreadable;
         self.summary.trace_hash = mix64(self.trace_hash ^ self.router.storage.trace_hash());
         Ok(self.summary)
+    }
+
+    /// A new data file, written with faults off (at the start; after a confirmed refusal or
+    /// fail-stop: the operator's restore).
+    fn format(&mut self) {
+        let saved = std::mem::take(self.router.storage.faults_mut());
+        let depth = self.config.journal_iops_write_max as usize;
+        crate::format::format(&mut self.router.storage, &self.config, CLUSTER, depth)
+            .expect("format on a storage without faults");
+        *self.router.storage.faults_mut() = saved;
+        self.router.formatted();
+    }
+
+    /// The node refused to start or stopped on `damage`: allowed only as the fault contract says
+    /// (`faults.rs`); then the data file's life ends — a new one, clients register again.
+    fn on_damage(&mut self, damage: Damage) -> Result<(), String> {
+        // The process stops: writes in flight land, tear or are lost, as at a crash.
+        let report = self.router.crash();
+        self.crasher.writes_torn += report.writes_torn.len() as u64;
+        let confirmed = faults::confirm(
+            &damage,
+            self.parameters.faults.zones,
+            &self.effects.wal,
+            &mut self.router,
+            &self.config,
+            CLUSTER,
+        )?;
+        let (kind, position) = match &damage {
+            Damage::WalLost { slots, .. } => {
+                self.summary.refusals += 1;
+                self.summary.refusals_lost += confirmed.lost;
+                (1, slots.first().map_or(0, |slot| slot.slot))
+            }
+            Damage::Prepare { op, .. } => {
+                self.summary.fail_stops += 1;
+                (2, *op)
+            }
+            Damage::Block { address, .. } => {
+                if self.node.is_some() {
+                    self.summary.fail_stops += 1;
+                } else {
+                    self.summary.refusals += 1;
+                }
+                (3, address.unwrap_or(0))
+            }
+        };
+        self.trace(&[TRACE_DAMAGE, kind, position]);
+        self.node = None;
+        self.format();
+        self.clients.reformat();
+        self.effects.wal = Default::default();
+        self.effects.unserved.clear();
+        self.delayed.clear();
+        self.audit.clear();
+        Ok(())
+    }
+
+    /// Stored replies that did not read back. In a seed that faults the client replies, the
+    /// checker accepts it when the storage faulted that slot: the client that resent its
+    /// latest request gets no answer, and one whose request in flight was executed gives up on
+    /// it. Elsewhere the client keeps resending, and the closing phases fail the seed if it
+    /// never gets its reply (as before faults existed).
+    fn check_unserved(&mut self) -> Result<(), Stop> {
+        for unserved in std::mem::take(&mut self.effects.unserved) {
+            if self.parameters.faults.zones != FaultZones::ClientReplies {
+                continue;
+            }
+            let index = self
+                .clients
+                .index_of(unserved.client)
+                .expect("a read for one of the clients");
+            let size = self.config.message_size_max;
+            if !self.router.faulted(unserved.slot * size, size) {
+                return Err(Stop::Failed(format!(
+                    "client {index} never got their reply: its stored reply (slot {}) did not \
+                     read back ({}), but no fault was injected in that slot",
+                    unserved.slot, unserved.error
+                )));
+            }
+            self.summary.replies_unserved += 1;
+            self.trace(&[TRACE_UNSERVED, index as u64, unserved.slot]);
+            let client = &self.clients.clients[index];
+            let in_flight = client.in_flight.as_ref().is_some_and(|sent| {
+                crate::header::reply::Reply::decode(&unserved.reply).request_checksum
+                    == sent.header.checksum()
+            });
+            if in_flight {
+                self.clients
+                    .abandon(index, &unserved.reply)
+                    .map_err(Stop::Failed)?;
+                self.summary.clients_abandoned += 1;
+            } else if client
+                .latest
+                .as_ref()
+                .is_some_and(|latest| latest.reply == unserved.reply)
+            {
+                self.clients.clients[index].retry_waiting = false;
+            }
+        }
+        Ok(())
     }
 
     fn failure(&self, message: String) -> Failure {
@@ -248,7 +384,9 @@ impl Simulation {
 
     fn run_phases(&mut self) -> Result<(), String> {
         let mut steps = 0;
-        while self.clients.requests_acknowledged < self.parameters.requests_target {
+        while self.clients.requests_acknowledged < self.parameters.requests_target
+            && !self.clients.all_abandoned()
+        {
             steps += 1;
             if steps > STEPS_MAX {
                 return Err(format!("no progress after {STEPS_MAX} steps"));
@@ -278,7 +416,7 @@ impl Simulation {
         let chunk = EchoOptions::from_config(&self.config).lookup_count_max() as usize;
         self.audit = ids.chunks(chunk).map(<[u128]>::to_vec).collect();
         for client in &mut self.clients.clients {
-            client.retry_waiting = client.latest.is_some();
+            client.retry_waiting = client.latest.is_some() && client.abandoned.is_none();
         }
         self.run_until(|simulation| {
             simulation.audit.is_empty()
@@ -315,6 +453,7 @@ impl Simulation {
 
     /// One step: (re)start if down; maybe crash; clients send; the node acts; one completion.
     fn step(&mut self) -> Result<(), String> {
+        self.steps += 1;
         let result = self.step_inner();
         match result {
             Ok(()) => Ok(()),
@@ -324,6 +463,7 @@ impl Simulation {
                 Ok(())
             }
             Err(Stop::Failed(message)) => Err(message),
+            Err(Stop::Damaged(damage)) => self.on_damage(damage),
         }
     }
 
@@ -352,7 +492,13 @@ impl Simulation {
             Some(completion) => Ok(completion),
             None => panic!("recovery waits with no I/O pending"),
         };
-        let node = Node::start(&mut self.router, &self.config, self.bug, &mut complete)?;
+        let node = Node::start(
+            &mut self.router,
+            &self.config,
+            self.bug,
+            &mut self.effects.wal,
+            &mut complete,
+        )?;
         self.trace(&[TRACE_START, node.replica.op(), node.replica.op_checkpoint()]);
         self.node = Some(node);
         self.act()
@@ -382,16 +528,45 @@ impl Simulation {
                 .on_reply(index, &message.header, &message.body)
                 .map_err(Stop::Failed)?;
         }
-        Ok(())
+        self.check_unserved()
     }
 
     fn clients_act(&mut self) -> Result<(), Stop> {
         if !self.node.as_ref().expect("up").serving() {
             return Ok(());
         }
+        if !self.delayed.is_empty() {
+            let steps = self.steps;
+            let (due, later) = std::mem::take(&mut self.delayed)
+                .into_iter()
+                .partition(|(at, _)| *at <= steps);
+            self.delayed = later;
+            for (_, sent) in due {
+                let node = self.node.as_mut().expect("up");
+                let _ = node.replica.on_request(sent.header, sent.body);
+            }
+        }
         for index in 0..self.clients.clients.len() {
             let sent = self.client_act(index);
             if let Some(sent) = sent {
+                if self.parameters.faults.zones != FaultZones::None {
+                    let faults = &self.parameters.faults;
+                    if faults.request_drop.sample(&mut self.fault_prng) {
+                        self.summary.requests_dropped += 1;
+                        self.trace(&[TRACE_REQUEST_DROPPED, index as u64]);
+                        continue;
+                    }
+                    let register =
+                        Request::decode(&sent.header).operation == Operation::Register.to_u8();
+                    if (DUPLICATE_REGISTERS || !register)
+                        && faults.request_duplicate.sample(&mut self.fault_prng)
+                    {
+                        let at = self.steps + self.fault_prng.range_inclusive(0, 400);
+                        self.delayed.push((at, sent.clone()));
+                        self.summary.requests_duplicated += 1;
+                        self.trace(&[TRACE_REQUEST_DUPLICATED, index as u64, at]);
+                    }
+                }
                 let node = self.node.as_mut().expect("up");
                 // Ignored requests (in progress, older, not serving) are resent later.
                 let _ = node.replica.on_request(sent.header, sent.body);
@@ -405,6 +580,9 @@ impl Simulation {
         let parameters = &self.parameters;
         let prng = &mut self.prng;
         let client = &self.clients.clients[index];
+        if client.abandoned.is_some() {
+            return None;
+        }
         if let Some(sent) = &client.in_flight {
             return parameters.resend.sample(prng).then(|| sent.clone());
         }
