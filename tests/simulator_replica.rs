@@ -89,7 +89,7 @@ fn reply_writes_skipped_at_checkpoints_fail_the_seed() {
 /// contract they run under is `src/simulator/replica/faults.rs` and `docs/fault_model.md`.
 const WAL_HEADERS_SEEDS: [u64; 2] = [60, 93];
 const WAL_PREPARES_SEEDS: [u64; 2] = [4, 23];
-const CLIENT_REPLIES_SEEDS: [u64; 2] = [22, 26];
+const CLIENT_REPLIES_SEEDS: [u64; 2] = [29, 33];
 const GRID_SEEDS: [u64; 2] = [9, 37];
 
 fn run_zone(zone: &str, seeds: &[u64]) -> Vec<Summary> {

@@ -259,10 +259,16 @@ impl Simulation {
         Ok(self.summary)
     }
 
-    /// A new data file, written with faults off (at the start; after a confirmed refusal or
+    /// A new data file, written with the zone's faults off (at the start; after a confirmed refusal or
     /// fail-stop: the operator's restore).
     fn format(&mut self) {
-        let saved = std::mem::take(self.router.storage.faults_mut());
+        // The zone's faults off; partial transfers stay, as they always were at format.
+        let faults = self.router.storage.faults_mut();
+        let saved = faults.clone();
+        faults.read_corruption = Probability::NEVER;
+        faults.write_corruption = Probability::NEVER;
+        faults.misdirected_write = Probability::NEVER;
+        faults.read_error = Probability::NEVER;
         let depth = self.config.journal_iops_write_max as usize;
         crate::format::format(&mut self.router.storage, &self.config, CLUSTER, depth)
             .expect("format on a storage without faults");
@@ -415,6 +421,11 @@ impl Simulation {
             .collect();
         let chunk = EchoOptions::from_config(&self.config).lookup_count_max() as usize;
         self.audit = ids.chunks(chunk).map(<[u128]>::to_vec).collect();
+        if self.clients.all_abandoned() {
+            // Every client gave up on an unserved reply (client-replies faults): nobody is left
+            // to send the audit's lookups; the timestamps are still checked.
+            self.audit.clear();
+        }
         for client in &mut self.clients.clients {
             client.retry_waiting = client.latest.is_some() && client.abandoned.is_none();
         }
@@ -446,8 +457,13 @@ impl Simulation {
             .collect();
         Err(format!(
             "no progress in {CLOSING_STEPS_MAX} steps: clients {waiting:?} never got their reply, \
-             {} audit lookups left",
-            self.audit.len()
+             {} audit lookups left{}",
+            self.audit.len(),
+            if self.clients.all_abandoned() {
+                " (every client gave up on an unserved reply)"
+            } else {
+                ""
+            }
         ))
     }
 
