@@ -13,9 +13,12 @@
 //! acknowledged before it, with its exact value); a resent request gets the very reply the
 //! client first got, across restarts; timestamps are given once each, and at the end every
 //! timestamp 1..=the head's belongs to exactly one acknowledged request (nothing executed twice,
-//! nothing lost); no reply leaves before its prepare is durable; every start after a crash
-//! succeeds (crashes only: no corruption is drawn). Faults in the WAL and reply zones are not
-//! drawn yet.
+//! nothing lost); no reply leaves before its prepare is durable; every prepare reported durable
+//! above the checkpoint is in the journal after every start; every start after a crash succeeds
+//! in a crash-only seed. A seed may instead fault one zone of the data file (WAL headers, WAL
+//! prepares, client replies or grid) and drop or duplicate requests (`faults.rs`): then a refused
+//! start or a fail-stop is allowed only where the fault contract says, and is followed by a new
+//! data file.
 
 mod clients;
 mod faults;

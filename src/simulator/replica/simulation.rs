@@ -27,8 +27,8 @@ pub enum Bug {
 /// Whether the network may duplicate a register request. Off: a copy that arrives after the
 /// client's next request was executed evicts the client (`Replica::register_again`,
 /// `src/replica/request.rs`: a register from a client whose session moved on is taken for a
-/// restarted client), a finding reported with seed 2647149159411882171 (which fails with this
-/// on). Duplicates of every other request are drawn.
+/// restarted client), a finding reported with seed 8 (which fails with this on: "evicted
+/// (SessionUnknown)"). Duplicates of every other request are drawn.
 const DUPLICATE_REGISTERS: bool = false;
 
 /// Steps a run may take before it counts as making no progress.
