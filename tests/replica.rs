@@ -455,3 +455,30 @@ fn open_refuses_a_broken_hash_chain() {
         "{error:?}"
     );
 }
+
+#[test]
+fn a_stale_register_after_the_session_moved_on_is_dropped_not_an_eviction() {
+    let mut h = Harness::new();
+    let register = Request {
+        client: 5,
+        operation: 2,
+        ..Request::default()
+    }
+    .header(CLUSTER, &[]);
+    h.request(register, &[]).unwrap();
+    h.run(true);
+    let session = Reply::decode(&h.sent.last().unwrap().1).op;
+    // While the register reply is the latest, a copy gets it again.
+    h.request(register, &[]).unwrap();
+    h.run(true);
+    assert_eq!(h.resent.len(), 1);
+    h.request(echo(5, session, 1, 0, b"x"), b"x").unwrap();
+    h.run(true);
+    // A late duplicate of the register is older than the session's latest: dropped.
+    assert_eq!(h.request(register, &[]), Err(Ignored::Older));
+    h.run(true);
+    assert!(h.evicted.is_empty(), "{:?}", h.evicted);
+    h.request(echo(5, session, 2, 0, b"y"), b"y").unwrap();
+    h.run(true);
+    assert_eq!(h.sent.last().unwrap().2, b"y".to_vec());
+}

@@ -121,18 +121,19 @@ impl Replica {
             .push_back(Action::WritePrepare { op: fields.op });
     }
 
-    /// A register from a registered client: its register reply again, if that is still its
-    /// latest; otherwise the session moved on and the client must start a new one.
+    /// A register from a registered client: its register reply again while that is still its
+    /// latest; once the session has moved on it is a stale copy (a network that duplicates or
+    /// delays requests delivers exactly that) and is dropped like any request older than the
+    /// session's latest. A client that really restarted registers under a new random id.
     fn register_again(&mut self, client: u128, slot: usize, reply: Header) -> Result<(), Ignored> {
-        if crate::header::reply::Reply::decode(&reply).request == 0 {
-            self.actions.push_back(Action::SendStoredReply {
-                client,
-                slot,
-                reply,
-            });
-        } else {
-            self.evict(client, EvictionReason::SessionUnknown);
+        if crate::header::reply::Reply::decode(&reply).request != 0 {
+            return Err(Ignored::Older);
         }
+        self.actions.push_back(Action::SendStoredReply {
+            client,
+            slot,
+            reply,
+        });
         Ok(())
     }
 
