@@ -7,7 +7,7 @@ use super::framing::{BadInput, Framer};
 use super::Message;
 use pinion::header::HEADER_BYTES;
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IoSlice, Write};
 use std::time::Instant;
 
 pub(super) struct Connection {
@@ -20,8 +20,10 @@ pub(super) struct Connection {
     /// A parsed request the replica's full channel has not taken yet; no reading meanwhile.
     pub pending: Option<Message>,
     framer: Framer,
-    send_queue: VecDeque<Vec<u8>>,
-    /// Bytes of the front of `send_queue` already written.
+    /// Messages being written, by value: the header and body go out with one vectored write,
+    /// not copied into one buffer first.
+    send_queue: VecDeque<Message>,
+    /// Bytes of the front of `send_queue` (header, then body) already written.
     send_offset: usize,
     send_queued_bytes: u64,
 }
@@ -61,31 +63,41 @@ impl Connection {
         self.framer.fill(&mut self.stream)
     }
 
-    /// Queues a message's bytes; `false` (nothing queued) if that would exceed `bytes_max`.
-    pub fn enqueue(&mut self, message: &Message, bytes_max: u64) -> bool {
+    /// Queues a message; `false` (nothing queued, the message dropped) if that would exceed
+    /// `bytes_max`.
+    pub fn enqueue(&mut self, message: Message, bytes_max: u64) -> bool {
         let size = (HEADER_BYTES + message.body.len()) as u64;
         if self.send_queued_bytes + size > bytes_max {
             return false;
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        bytes.extend_from_slice(message.header.as_bytes());
-        bytes.extend_from_slice(&message.body);
-        self.send_queue.push_back(bytes);
+        self.send_queue.push_back(message);
         self.send_queued_bytes += size;
         true
     }
 
-    /// Writes queued bytes until the queue is empty or the socket would block; returns how many
-    /// messages were written completely. An error means the connection is broken.
+    /// Writes queued messages until the queue is empty or the socket would block; returns how
+    /// many were written completely. An error means the connection is broken.
     pub fn flush(&mut self) -> std::io::Result<u64> {
         let mut written_count = 0;
         while let Some(front) = self.send_queue.front() {
-            match self.stream.write(&front[self.send_offset..]) {
+            let header = front.header.as_bytes();
+            let size = HEADER_BYTES + front.body.len();
+            let result = if self.send_offset < HEADER_BYTES {
+                let parts = [
+                    IoSlice::new(&header[self.send_offset..]),
+                    IoSlice::new(&front.body),
+                ];
+                self.stream.write_vectored(&parts)
+            } else {
+                self.stream
+                    .write(&front.body[self.send_offset - HEADER_BYTES..])
+            };
+            match result {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(count) => {
                     self.send_offset += count;
-                    if self.send_offset == front.len() {
-                        self.send_queued_bytes -= front.len() as u64;
+                    if self.send_offset == size {
+                        self.send_queued_bytes -= size as u64;
                         self.send_queue.pop_front();
                         self.send_offset = 0;
                         written_count += 1;

@@ -312,13 +312,13 @@ impl Server {
     fn drain_commands(&mut self) {
         loop {
             match self.commands.try_recv() {
-                Ok(NetCommand::Send { client, message }) => self.route(client, &message),
+                Ok(NetCommand::Send { client, message }) => self.route(client, message),
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
             }
         }
     }
 
-    fn route(&mut self, client: u128, message: &Message) {
+    fn route(&mut self, client: u128, message: Message) {
         let Some(&(slot, id)) = self.clients.get(&client) else {
             increment(&self.counters.replies_dropped_no_connection);
             return;
