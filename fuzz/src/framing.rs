@@ -35,7 +35,11 @@ fn valid_stream(input: &mut Input<'_>) -> Vec<u8> {
     let mut stream = Vec::new();
     for request in 1..=input.below(6) as u32 + 1 {
         let body = vec![input.u8(); input.below(MESSAGE_SIZE_MAX - 256 + 1)];
-        let cluster = if input.below(8) == 0 { CLUSTER + 1 } else { CLUSTER };
+        let cluster = if input.below(8) == 0 {
+            CLUSTER + 1
+        } else {
+            CLUSTER
+        };
         let header = Request {
             client: 1 + input.below(3) as u128,
             session: 1,
