@@ -15,12 +15,9 @@ use pinion::grid::access::GridDirect;
 use pinion::grid::block::block_offset_in_zone;
 use pinion::grid::trailer::{TrailerFault, TrailerKind};
 use pinion::grid::{driver as grid_driver, Grid, OpenError};
-use pinion::header::prepare::Prepare;
-use pinion::header::Header;
 use pinion::layout::{Layout, Zone};
 use pinion::lsm::groove::{Thing, TREE_ID_IDS};
 use pinion::lsm::manifest::Manifest;
-use pinion::prng::Prng;
 use pinion::state_machine::echo::{
     lookup_reply_things, lookup_request, EchoOperation, EchoOptions, EchoStateMachine,
 };
@@ -29,8 +26,10 @@ use pinion::state_machine::{Completion, StateMachine, StateMachineError};
 use pinion::storage::simulated::{FaultOptions, Latency, Options, SimulatedStorage};
 use pinion::superblock::{self, OpenOptions, SuperblockHeader};
 
+mod echo_support;
+use echo_support::{checkpoint_header, client_sessions, timestamp, CLIENT};
+
 const CLUSTER: u128 = 0xEC40;
-const CLIENT: u128 = 0x00C1_1E47;
 
 fn storage(seed: u64) -> SimulatedStorage {
     let config = Config::small();
@@ -45,36 +44,6 @@ fn storage(seed: u64) -> SimulatedStorage {
         faults: FaultOptions::default(),
     };
     SimulatedStorage::new(Layout::new(&config), options, seed)
-}
-
-fn timestamp(op: u64) -> u64 {
-    1_000_000 + 3 * op
-}
-
-fn checkpoint_header(op: u64) -> Header {
-    Prepare {
-        client: CLIENT,
-        op,
-        commit: op - 1,
-        timestamp: timestamp(op),
-        request: u32::try_from(op).unwrap(),
-        operation: EchoOperation::Echo as u8,
-        ..Prepare::default()
-    }
-    .header(CLUSTER, &[])
-}
-
-/// The client-sessions bytes the harness checkpoints at op `op` (standing in for the replica's
-/// client table): empty for one checkpoint op in three, else the full
-/// `clients_max × CLIENT_SESSION_ENTRY_SIZE` bytes, drawn from the op. The root checkpoint
-/// (op 0) records none.
-fn client_sessions(config: &Config, op: u64) -> Vec<u8> {
-    if op % 3 == 0 {
-        return Vec::new();
-    }
-    let size = TrailerKind::ClientSessions.size_bytes_max(config) as usize;
-    let mut prng = Prng::new(op);
-    (0..size).map(|_| prng.below(256) as u8).collect()
 }
 
 /// An echo state machine with its data file and grid, committing ops as a replica would.
@@ -237,7 +206,7 @@ impl Harness {
             let completion = self.machine.checkpoint(
                 &mut GridDirect::new(&mut self.storage, &mut self.grid),
                 &self.working,
-                checkpoint_header(self.checkpoint_next),
+                checkpoint_header(CLUSTER, self.checkpoint_next),
                 &client_sessions(&self.config, self.checkpoint_next),
             )?;
             let Completion::Checkpointed {

@@ -18,8 +18,6 @@ use pinion::checkpoint::checkpoint_after;
 use pinion::config::{Config, SECTOR_SIZE};
 use pinion::grid::access::GridDirect;
 use pinion::grid::{driver as grid_driver, Grid};
-use pinion::header::prepare::Prepare;
-use pinion::header::Header;
 use pinion::layout::Layout;
 use pinion::lsm::groove::Thing;
 use pinion::state_machine::echo::{
@@ -77,8 +75,10 @@ fn heap_engine_bytes() -> i64 {
     HEAP_LIVE_BYTES.with(Cell::get) - SECTOR_LIVE_BYTES.with(Cell::get)
 }
 
+mod echo_support;
+use echo_support::{checkpoint_header, timestamp, CLIENT};
+
 const CLUSTER: u128 = 0x5CA1E;
-const CLIENT: u128 = 0x00C1_1E47;
 
 fn things_count() -> u64 {
     std::env::var("PINION_SCALE_THINGS")
@@ -99,23 +99,6 @@ fn storage() -> SimulatedStorage {
         faults: FaultOptions::default(),
     };
     SimulatedStorage::new(Layout::new(&config), options, 7)
-}
-
-fn timestamp(op: u64) -> u64 {
-    1_000_000 + 3 * op
-}
-
-fn checkpoint_header(op: u64) -> Header {
-    Prepare {
-        client: CLIENT,
-        op,
-        commit: op - 1,
-        timestamp: timestamp(op),
-        request: u32::try_from(op).unwrap(),
-        operation: EchoOperation::Echo as u8,
-        ..Prepare::default()
-    }
-    .header(CLUSTER, &[])
 }
 
 /// The echo body of op `op`: its number, so every Thing's value differs.
@@ -251,7 +234,7 @@ impl Node {
 
     fn checkpoint_write(&mut self) {
         assert!(self.machine.is_idle());
-        let header = checkpoint_header(self.checkpoint_next);
+        let header = checkpoint_header(CLUSTER, self.checkpoint_next);
         let completion = self
             .machine
             .checkpoint(

@@ -13,9 +13,6 @@
 use pinion::checkpoint::checkpoint_after;
 use pinion::config::Config;
 use pinion::grid::block::block_offset_in_zone;
-use pinion::grid::trailer::TrailerKind;
-use pinion::header::prepare::Prepare;
-use pinion::header::Header;
 use pinion::layout::Layout;
 use pinion::layout::Zone;
 use pinion::lsm::groove::{Thing, TREE_ID_IDS};
@@ -35,39 +32,13 @@ use pinion_actors::state_machine::{
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+#[path = "../../tests/echo_support/mod.rs"]
+mod echo_support;
+use echo_support::{checkpoint_header, client_sessions, timestamp, CLIENT};
+
 const CLUSTER: u128 = 0x5747_E0AC;
-const CLIENT: u128 = 0x00C1_1E47;
 /// Room for one op's prefetch, commit and compact in flight at once.
 const CAPACITY: usize = 3;
-
-fn timestamp(op: u64) -> u64 {
-    1_000_000 + 3 * op
-}
-
-/// The prepare header of checkpoint op `op`.
-fn checkpoint_header(op: u64) -> Header {
-    Prepare {
-        client: CLIENT,
-        op,
-        commit: op - 1,
-        timestamp: timestamp(op),
-        request: u32::try_from(op).unwrap(),
-        operation: EchoOperation::Echo as u8,
-        ..Prepare::default()
-    }
-    .header(CLUSTER, &[])
-}
-
-/// The client-sessions bytes checkpointed at op `op` (standing in for the replica's client
-/// table): none for one checkpoint op in three (and the root checkpoint), else every client's
-/// entry, drawn from the op.
-fn client_sessions(config: &Config, op: u64) -> Vec<u8> {
-    if op % 3 == 0 {
-        return Vec::new();
-    }
-    let size = TrailerKind::ClientSessions.size_bytes_max(config);
-    (0..size).map(|index| (index * 7 + op * 13) as u8).collect()
-}
 
 /// A formatted small-preset data file at `path`.
 fn format(path: &Path) {
@@ -282,7 +253,7 @@ impl Replica {
         if op == self.checkpoint_next + self.bar() {
             let request = StateMachineRequest::Checkpoint {
                 working: Box::new(self.working.clone()),
-                header: Box::new(checkpoint_header(self.checkpoint_next)),
+                header: Box::new(checkpoint_header(CLUSTER, self.checkpoint_next)),
                 client_sessions: client_sessions(&self.config, self.checkpoint_next),
             };
             let completion = match self.client.call(request) {
