@@ -40,10 +40,14 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{binary, format_small, spawn_binary};
 
 const CLUSTER: u128 = 0xc0ff_ee07;
 const REGISTER: u8 = 2;
@@ -59,23 +63,8 @@ const RETRY_ATTEMPTS_WITHHELD: u32 = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_ATTEMPTS: u32 = 2;
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_pinion")
-}
-
 fn config() -> Config {
     Config::small()
-}
-
-fn format(path: &Path) {
-    let status = Process::new(binary())
-        .args(["format", "--preset", "small", "--cluster"])
-        .arg(CLUSTER.to_string())
-        .arg(path)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +451,7 @@ fn grid_blocks(bytes: &[u8], layout: &Layout, superblock: &SuperblockHeader) -> 
 fn load_and_stop() -> Loaded {
     let directory = tempfile::tempdir_in(".").unwrap();
     let path = directory.path().join("loaded.pinion");
-    format(&path);
+    format_small(&path, CLUSTER);
     let service = Service::start(ServiceOptions::new(
         path.clone(),
         "127.0.0.1:0".parse().unwrap(),
@@ -483,32 +472,12 @@ fn load_and_stop() -> Loaded {
     loaded
 }
 
-/// The real binary as a child process serving on `address`.
-fn spawn_binary(path: &Path, address: SocketAddr) -> Child {
-    let mut child = Process::new(binary())
-        .args(["start", "--addresses", &address.to_string()])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    assert!(line.ends_with(&address.to_string()), "first line {line:?}");
-    child
-}
-
 /// Four clients load the real binary, which is killed with `kill -9` mid-load: each client's
 /// request in flight at the kill stays pending in the model.
 fn load_and_kill() -> Loaded {
     let directory = tempfile::tempdir_in(".").unwrap();
     let path = directory.path().join("loaded.pinion");
-    format(&path);
+    format_small(&path, CLUSTER);
     let address = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

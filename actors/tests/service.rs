@@ -14,32 +14,16 @@ use pinion_actors::service::{Service, ServiceOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{format_small, free_address, spawn_binary};
 
 const CLUSTER: u128 = 77;
 const ECHO: u8 = 128;
 const LOOKUP: u8 = 129;
-
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_pinion")
-}
-
-fn format(path: &Path) {
-    let status = Command::new(binary())
-        .args([
-            "format",
-            "--preset",
-            "small",
-            "--cluster",
-            &CLUSTER.to_string(),
-        ])
-        .arg(path)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn start(path: &Path) -> Service {
     let options = ServiceOptions::new(path.to_path_buf(), "127.0.0.1:0".parse().unwrap());
@@ -63,7 +47,7 @@ fn connect(address: SocketAddr) -> Client {
 fn clients_times_requests_get_their_own_bytes_back() {
     let directory = tempfile::tempdir_in(".").unwrap();
     let path = directory.path().join("data.pinion");
-    format(&path);
+    format_small(&path, CLUSTER);
     let service = start(&path);
     let address = service.local_addr();
     let threads: Vec<_> = (0..6u32)
@@ -116,7 +100,7 @@ fn stream(address: SocketAddr) -> TcpStream {
 fn a_retried_request_gets_the_identical_reply_also_after_a_restart() {
     let directory = tempfile::tempdir_in(".").unwrap();
     let path = directory.path().join("data.pinion");
-    format(&path);
+    format_small(&path, CLUSTER);
     let service = start(&path);
     let mut socket = stream(service.local_addr());
     let client = 0xfeed_u128;
@@ -164,35 +148,6 @@ fn a_retried_request_gets_the_identical_reply_also_after_a_restart() {
     assert_eq!(stats.replica.stored_replies_sent, 1);
 }
 
-/// The real binary as a child process serving on `address`.
-fn spawn_binary(path: &Path, address: SocketAddr) -> Child {
-    let mut child = Command::new(binary())
-        .args(["start", "--addresses", &address.to_string()])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    assert!(
-        line.ends_with(&address.to_string()),
-        "unexpected first line {line:?}"
-    );
-    child
-}
-
-/// A loopback address with a port that was free a moment ago.
-fn free_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// Each client thread's acknowledged echo requests: (body, timestamp of the reply, which names
 /// the request's Thing).
 type Acknowledged = Vec<(u128, Vec<u8>, u64)>;
@@ -210,7 +165,7 @@ fn crash_cycles() -> u32 {
 fn kill_9_under_load_loses_no_acknowledged_request_and_executes_none_twice() {
     let directory = tempfile::tempdir_in(".").unwrap();
     let path: PathBuf = directory.path().join("data.pinion");
-    format(&path);
+    format_small(&path, CLUSTER);
     let address = free_address();
     let mut child = spawn_binary(&path, address);
     let clients_count = 4u32;
@@ -358,7 +313,7 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 fn bad_input_closes_only_its_connection_while_a_client_keeps_being_served() {
     let directory = tempfile::tempdir_in(".").unwrap();
     let path = directory.path().join("data.pinion");
-    format(&path);
+    format_small(&path, CLUSTER);
     let mut options = ServiceOptions::new(path.clone(), "127.0.0.1:0".parse().unwrap());
     options.register_timeout = Duration::from_millis(300);
     let service = Service::start(options).unwrap();
