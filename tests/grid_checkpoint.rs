@@ -48,6 +48,7 @@ fn storage_with(faults: FaultOptions, seed: u64) -> SimulatedStorage {
         read_latency: latency,
         write_latency: latency,
         faults,
+        trace_data: true,
     };
     SimulatedStorage::new(Layout::new(&config), options, seed)
 }
@@ -635,6 +636,7 @@ fn sessions_storage(config: &Config, seed: u64) -> SimulatedStorage {
         read_latency: latency,
         write_latency: latency,
         faults: crashy(),
+        trace_data: true,
     };
     SimulatedStorage::new(Layout::new(config), options, seed)
 }

@@ -41,6 +41,7 @@ fn storage_with(faults: FaultOptions, latency: Latency, seed: u64) -> SimulatedS
         read_latency: latency,
         write_latency: latency,
         faults,
+        trace_data: true,
     };
     SimulatedStorage::new(Layout::new(&config), options, seed)
 }

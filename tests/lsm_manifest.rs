@@ -36,6 +36,7 @@ fn storage(seed: u64) -> SimulatedStorage {
         read_latency: latency,
         write_latency: latency,
         faults: FaultOptions::default(),
+        trace_data: true,
     };
     SimulatedStorage::new(Layout::new(&config), options, seed)
 }

@@ -97,6 +97,7 @@ fn storage() -> SimulatedStorage {
         read_latency: latency,
         write_latency: latency,
         faults: FaultOptions::default(),
+        trace_data: true,
     };
     SimulatedStorage::new(Layout::new(&config), options, 7)
 }

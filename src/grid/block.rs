@@ -310,9 +310,7 @@ pub fn write_request(tag: u64, mut block: AlignedBuf, block_size: u64) -> IoRequ
     let address = header.u64_at(offset::ADDRESS);
     let write_size = round_up_sector(size);
     assert!(
-        block[size as usize..write_size as usize]
-            .iter()
-            .all(|byte| *byte == 0),
+        crate::buffer::is_zero(&block[size as usize..write_size as usize]),
         "block {address}: padding to the sector boundary must be zero before writing"
     );
     block.set_len(write_size as usize);

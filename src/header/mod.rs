@@ -323,7 +323,7 @@ impl Header {
         self.bytes[at..at + 16].copy_from_slice(&value.to_le_bytes());
     }
     pub(crate) fn is_zero(&self, range: std::ops::Range<usize>) -> bool {
-        self.bytes[range].iter().all(|byte| *byte == 0)
+        crate::buffer::is_zero(&self.bytes[range])
     }
 }
 

@@ -466,10 +466,7 @@ pub fn prepare_intact(buffer: &[u8], message_size_max: u64) -> Option<Header> {
     if header.command() != Some(Command::Prepare) {
         return None;
     }
-    buffer[size..end]
-        .iter()
-        .all(|byte| *byte == 0)
-        .then_some(header)
+    crate::buffer::is_zero(&buffer[size..end]).then_some(header)
 }
 
 /// Writes a prepare message into `buffer`: `header`, then `body`, then zero padding to the sector

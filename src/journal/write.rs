@@ -160,7 +160,7 @@ impl Journal {
             "a prepare message is written up to its sector boundary"
         );
         assert!(
-            message[size..].iter().all(|byte| *byte == 0),
+            crate::buffer::is_zero(&message[size..]),
             "prepare padding is not zero"
         );
         header

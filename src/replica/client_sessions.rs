@@ -191,7 +191,7 @@ impl ClientSessions {
         for slot in 0..clients_max {
             let header_bytes = &headers[slot * HEADER_BYTES..][..HEADER_BYTES];
             let session = u64::from_le_bytes(sessions[slot * 8..][..8].try_into().unwrap());
-            if session == 0 && header_bytes.iter().all(|byte| *byte == 0) {
+            if session == 0 && crate::buffer::is_zero(header_bytes) {
                 continue;
             }
             let entry = table.decode_entry(slot, Header::from_bytes(header_bytes), session)?;

@@ -118,6 +118,7 @@ impl Parameters {
             write_latency: latency(&mut prng, 20_000, 500_000),
             io_depth_max: config.io_depth_max() as usize,
             faults: faults(&mut prng, fault_zones),
+            trace_data: true,
         };
         Parameters {
             seed,

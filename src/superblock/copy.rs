@@ -257,7 +257,7 @@ pub fn set_copy(bytes: &mut [u8], copy: u16) {
 /// Decodes one copy, refusing anything that is not exactly what `encode` would write.
 pub fn decode(bytes: &[u8]) -> Result<DecodedCopy, CopyError> {
     assert_eq!(bytes.len(), COPY_BYTES);
-    if bytes.iter().all(|byte| *byte == 0) {
+    if crate::buffer::is_zero(bytes) {
         return Err(CopyError::AllZeros);
     }
     let stored = stored_checksum(bytes);

@@ -111,6 +111,7 @@ impl Parameters {
                 write_latency,
                 io_depth_max: config.io_depth_max() as usize,
                 faults,
+                trace_data: true,
             },
             storage_seed: prng.next_u64(),
             run_seed: prng.next_u64(),

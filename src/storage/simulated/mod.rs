@@ -189,6 +189,15 @@ impl SimulatedStorage {
         &self.options
     }
 
+    /// What the trace hash takes of a transfer's data (see [`Options::trace_data`]).
+    fn data_checksum(&self, bytes: &[u8]) -> u64 {
+        if self.options.trace_data {
+            checksum(bytes) as u64
+        } else {
+            0
+        }
+    }
+
     fn trace(&mut self, words: &[u64]) {
         for word in words {
             self.trace_hash = mix64(self.trace_hash ^ word);
@@ -217,7 +226,7 @@ impl SimulatedStorage {
             IoKind::Write => self.complete_write(id, io),
         };
         let data_checksum = match completion.kind {
-            IoKind::Read => checksum(&completion.buffer) as u64,
+            IoKind::Read => self.data_checksum(&completion.buffer),
             IoKind::Write => 0,
         };
         let result_code = match completion.result {
@@ -355,7 +364,8 @@ impl SimulatedStorage {
             .layout
             .io_offset(zone, offset_in_zone, bytes.len() as u64);
         self.memory.write(offset, bytes);
-        self.trace(&[TRACE_DIRECT_WRITE, offset, checksum(bytes) as u64]);
+        let data_checksum = self.data_checksum(bytes);
+        self.trace(&[TRACE_DIRECT_WRITE, offset, data_checksum]);
     }
 
     /// What a read of `size` bytes at `offset_in_zone` would return now (corruption included,
@@ -385,7 +395,7 @@ impl Storage for SimulatedStorage {
         self.io_id_next += 1;
         let (kind_code, data_checksum) = match request.kind {
             IoKind::Read => (0, 0),
-            IoKind::Write => (1, checksum(&request.buffer) as u64),
+            IoKind::Write => (1, self.data_checksum(&request.buffer)),
         };
         self.trace(&[
             TRACE_SUBMIT,

@@ -15,6 +15,10 @@ pub struct Options {
     /// the io actor's ring depth bounds a real disk. Usually `Config::io_depth_max()`.
     pub io_depth_max: usize,
     pub faults: FaultOptions,
+    /// Whether the trace hash covers the data of every transfer (a checksum per read, write and
+    /// direct write) or only its kind, place, time and result. On by default; a harness that
+    /// never compares trace hashes (a fuzz target) turns it off to save the checksums.
+    pub trace_data: bool,
 }
 
 impl Default for Options {
@@ -24,6 +28,7 @@ impl Default for Options {
             write_latency: Latency::ZERO,
             io_depth_max: 64,
             faults: FaultOptions::default(),
+            trace_data: true,
         }
     }
 }
