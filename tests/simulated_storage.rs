@@ -482,6 +482,63 @@ fn an_untorn_in_flight_write_lands_whole_or_not_at_all_as_configured() {
 }
 
 #[test]
+fn a_crashed_fork_is_what_a_crash_now_leaves_while_the_original_runs_on() {
+    let options = Options {
+        faults: FaultOptions {
+            crash_untorn_write_landed: Probability::NEVER,
+            ..FaultOptions::default()
+        },
+        ..with_latency()
+    };
+    let mut storage = storage(options.clone(), 5);
+    storage.write_direct(Zone::WalPrepares, 0, &filled(4, 0x11));
+    write(&mut storage, 1, Zone::WalPrepares, 0, filled(4, 0x22));
+    write(&mut storage, 2, Zone::WalHeaders, 0, filled(1, 0x33));
+    assert_eq!(storage.writes_in_flight(Zone::WalPrepares), 1);
+    assert_eq!(storage.writes_in_flight(Zone::WalHeaders), 1);
+
+    let (mut fork, report) = storage.fork_crashed();
+    assert_eq!(report.writes_dropped, 2, "untorn in-flight writes are lost");
+    assert_eq!(fork.pending_count(), 0);
+    assert_eq!(fork.stats().crashes, 1);
+
+    // The original goes on: both writes complete and land, and later ones too.
+    assert_eq!(storage.pending_count(), 2);
+    storage.next_completion();
+    storage.next_completion();
+    write_now(&mut storage, Zone::WalPrepares, 4 * S, filled(1, 0x44));
+    assert!(storage
+        .read_direct(Zone::WalPrepares, 0, 5 * S)
+        .iter()
+        .enumerate()
+        .all(|(at, b)| *b == if at < (4 * S) as usize { 0x22 } else { 0x44 }));
+    assert_eq!(storage.stats().crashes, 0);
+
+    // None of it reached the fork: it holds what was durable at the fork, and takes new I/O.
+    assert!(fork
+        .read_direct(Zone::WalPrepares, 0, 5 * S)
+        .iter()
+        .enumerate()
+        .all(|(at, b)| *b == if at < (4 * S) as usize { 0x11 } else { 0 }));
+    assert!(fork
+        .read_direct(Zone::WalHeaders, 0, S)
+        .iter()
+        .all(|b| *b == 0));
+    write_now(&mut fork, Zone::WalHeaders, 0, filled(1, 0x55));
+    assert!(fork
+        .read_direct(Zone::WalHeaders, 0, S)
+        .iter()
+        .all(|b| *b == 0x55));
+
+    // The fork's crash is the crash of the same moment: same report from a same-seed twin.
+    let mut twin = self::storage(options, 5);
+    twin.write_direct(Zone::WalPrepares, 0, &filled(4, 0x11));
+    write(&mut twin, 1, Zone::WalPrepares, 0, filled(4, 0x22));
+    write(&mut twin, 2, Zone::WalHeaders, 0, filled(1, 0x33));
+    assert_eq!(twin.crash(), report);
+}
+
+#[test]
 fn the_production_geometry_fits_in_memory() {
     let layout = Layout::new(&Config::production());
     let mut storage = SimulatedStorage::new(layout.clone(), Options::default(), 1);

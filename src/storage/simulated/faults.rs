@@ -5,6 +5,7 @@ use super::{Misdirect, PendingIo, SimulatedStorage, TRACE_CRASH, TRACE_FAULT};
 use crate::config::SECTOR_SIZE;
 use crate::layout::Zone;
 use crate::storage::{IoKind, RawError, SectorLocks};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 // Fault kinds mixed into the trace hash.
@@ -257,8 +258,48 @@ impl SimulatedStorage {
         let ios = std::mem::take(&mut self.ios);
         self.ready.clear();
         self.locks = SectorLocks::new(self.options.io_depth_max);
+        self.crash_pending(ios.values())
+    }
+
+    /// A copy of this storage as the machine would find it had it crashed now (pending I/O
+    /// dropped, torn or landed as [`Self::crash`] decides, from a copy of the PRNG), while this
+    /// storage runs on untouched. For a simulator that crashes the machine inside a blocking
+    /// call: the call finishes against this storage — nothing it does from here on reaches the
+    /// disk, nor is anything it sends seen — and then the fork takes this storage's place.
+    pub fn fork_crashed(&self) -> (SimulatedStorage, CrashReport) {
+        let mut fork = SimulatedStorage {
+            layout: self.layout.clone(),
+            options: self.options.clone(),
+            prng: self.prng.clone(),
+            time_ns: self.time_ns,
+            memory: self.memory.clone(),
+            write_failures: self.write_failures.clone(),
+            misdirects: self.misdirects.clone(),
+            ios: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            locks: SectorLocks::new(self.options.io_depth_max),
+            io_id_next: self.io_id_next,
+            trace_hash: self.trace_hash,
+            stats: self.stats,
+        };
+        let report = fork.crash_pending(self.ios.values());
+        (fork, report)
+    }
+
+    /// Writes in flight in `zone` (issued, not completed).
+    pub fn writes_in_flight(&self, zone: Zone) -> usize {
+        self.ios
+            .values()
+            .filter(|io| {
+                io.request.kind == IoKind::Write && io.ready_ns.is_some() && io.request.zone == zone
+            })
+            .count()
+    }
+
+    /// What a crash does to `ios`, the I/O that was pending (already removed from the queues).
+    fn crash_pending<'a>(&mut self, ios: impl Iterator<Item = &'a PendingIo>) -> CrashReport {
         let mut report = CrashReport::default();
-        for (_, io) in ios {
+        for io in ios {
             match (io.request.kind, io.ready_ns) {
                 (IoKind::Read, _) => report.reads_dropped += 1,
                 (IoKind::Write, None) => report.writes_dropped += 1,
@@ -276,7 +317,7 @@ impl SimulatedStorage {
         report
     }
 
-    fn crash_write(&mut self, io: PendingIo, report: &mut CrashReport) {
+    fn crash_write(&mut self, io: &PendingIo, report: &mut CrashReport) {
         let faults = &self.options.faults;
         let (torn, landed) = (faults.crash_torn_write, faults.crash_untorn_write_landed);
         let buffer = &io.request.buffer;

@@ -10,7 +10,7 @@ use std::ops::Range;
 const SECTOR_BYTES: usize = SECTOR_SIZE as usize;
 static ZERO_SECTOR: [u8; SECTOR_BYTES] = [0; SECTOR_BYTES];
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Memory {
     /// Absolute sector index → its bytes. Only written sectors take memory, so even the
     /// production geometry (a 1 GiB WAL) fits.
