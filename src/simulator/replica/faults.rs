@@ -172,7 +172,7 @@ impl FaultParameters {
 
 /// Every prepare the journal reported durable (or recovery found and the replica adopted) above
 /// the checkpoint, and the append in flight: the WAL checks' model.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct WalModel {
     pub durable: BTreeMap<u64, Header>,
     pub in_flight: Option<Header>,

@@ -75,6 +75,10 @@ pub struct Summary {
     /// Ops that carried several requests.
     pub batches: u64,
     pub crashes: u64,
+    /// Of those, crashes inside a blocking grid call, and of these, the ones with a superblock
+    /// write in flight.
+    pub crashes_in_grid_calls: u64,
+    pub crashes_in_superblock_writes: u64,
     /// In-flight writes torn by crashes.
     pub writes_torn: u64,
     /// Starts, the first included.
@@ -112,14 +116,17 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {} replica clients {} requests {} ops {} batches {} crashes {} torn {} \
-             checkpoints {} dropped {} retries {} lookups {} things {} trace {:016x}",
+            "seed {} replica clients {} requests {} ops {} batches {} crashes {} (in grid calls \
+             {}, superblock writes {}) torn {} checkpoints {} dropped {} retries {} lookups {} \
+             things {} trace {:016x}",
             self.seed,
             self.clients,
             self.requests,
             self.ops_executed,
             self.batches,
             self.crashes,
+            self.crashes_in_grid_calls,
+            self.crashes_in_superblock_writes,
             self.writes_torn,
             self.checkpoints,
             self.replies_dropped,

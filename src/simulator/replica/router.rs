@@ -5,13 +5,22 @@
 //! that component asks. This is what the io actor's per-client completion channels do in the
 //! service.
 //!
+//! The router also crashes the machine *inside* a blocking grid call (a block read or write, a
+//! superblock update or its read-back, at start-up or at a checkpoint): the grid drivers wait
+//! in a loop the simulation cannot interrupt, so the crash is taken as a fork of the storage
+//! (`SimulatedStorage::fork_crashed`) — what the disk would hold had the machine died at that
+//! completion — while the call runs to its end on the original, whose writes from then on never
+//! reach the disk. When the node returns, the simulation puts the fork in the storage's place
+//! and drops whatever the node sent meanwhile (`Router::crash`).
+//!
 //! Every component's tags are `purpose << 32 | index` with a small purpose (the journal, the
 //! client replies, the grid, the superblock's tag 0), so the top byte is free: the port puts
 //! its component there on submit and clears it on completion.
 
 use crate::config::SECTOR_SIZE;
 use crate::layout::Zone;
-use crate::storage::simulated::{CrashReport, SimulatedStorage};
+use crate::prng::Prng;
+use crate::storage::simulated::{CrashReport, Probability, SimulatedStorage};
 use crate::storage::{IoCompletion, IoKind, IoRequest, Storage};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -45,7 +54,7 @@ impl Component {
 /// never by the code under test. Sectors the storage made unreadable (EIO, zeroed on read) are
 /// recorded from the read that met them. A crash (or a fail-stop) settles every write then in
 /// flight: whatever landed, tore or was dropped is what the zone holds from then on.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Ledger {
     zone: Zone,
     /// Sector in the zone → its bytes as written (sparse: the zone is empty after format).
@@ -113,6 +122,47 @@ impl Ledger {
     }
 }
 
+/// Crashes inside blocking grid calls: one draw per grid completion waited for.
+#[derive(Debug)]
+pub(super) struct GridCrasher {
+    pub probability: Probability,
+    /// The same while a superblock write is in flight: a window of a few completions per
+    /// checkpoint that a crash must be able to hit often.
+    pub probability_superblock: Probability,
+    /// Off in the closing phases, like the run's other crashes.
+    pub enabled: bool,
+    prng: Prng,
+    /// Crashes taken inside a grid call, and of those, the ones with a superblock write in
+    /// flight (a checkpoint's superblock update, or a repair at start-up).
+    pub crashes: u64,
+    pub crashes_superblock: u64,
+}
+
+impl GridCrasher {
+    pub fn new(
+        probability: Probability,
+        probability_superblock: Probability,
+        seed: u64,
+    ) -> GridCrasher {
+        GridCrasher {
+            probability,
+            probability_superblock,
+            enabled: true,
+            prng: Prng::new(seed),
+            crashes: 0,
+            crashes_superblock: 0,
+        }
+    }
+}
+
+/// The disk as a crash inside a grid call left it, waiting for the call to return.
+#[derive(Debug)]
+struct PendingCrash {
+    storage: SimulatedStorage,
+    ledger: Option<Ledger>,
+    report: CrashReport,
+}
+
 #[derive(Debug)]
 pub(super) struct Router {
     pub storage: SimulatedStorage,
@@ -121,10 +171,16 @@ pub(super) struct Router {
     stash: VecDeque<(Component, IoCompletion)>,
     /// The faulted zone's record, in a seed that faults the grid or the client replies.
     pub ledger: Option<Ledger>,
+    pub grid_crasher: GridCrasher,
+    pending_crash: Option<PendingCrash>,
 }
 
 impl Router {
-    pub fn new(storage: SimulatedStorage, ledger_zone: Option<Zone>) -> Router {
+    pub fn new(
+        storage: SimulatedStorage,
+        ledger_zone: Option<Zone>,
+        grid_crasher: GridCrasher,
+    ) -> Router {
         Router {
             storage,
             stash: VecDeque::new(),
@@ -134,7 +190,46 @@ impl Router {
                 writes_pending: HashMap::new(),
                 unreadable: BTreeSet::new(),
             }),
+            grid_crasher,
+            pending_crash: None,
         }
+    }
+
+    /// Whether the machine crashed inside a grid call that has not yet returned to the
+    /// simulation: everything since is void, and [`Router::crash`] makes it so.
+    pub fn crash_pending(&self) -> bool {
+        self.pending_crash.is_some()
+    }
+
+    /// A grid driver is about to wait for a completion: maybe the machine crashes here.
+    fn maybe_crash_in_grid_call(&mut self) {
+        let crasher = &mut self.grid_crasher;
+        if self.pending_crash.is_some() || !crasher.enabled {
+            return;
+        }
+        let superblock = self.storage.writes_in_flight(Zone::Superblock) > 0;
+        let probability = if superblock {
+            crasher.probability_superblock
+        } else {
+            crasher.probability
+        };
+        if !probability.sample(&mut crasher.prng) {
+            return;
+        }
+        crasher.crashes += 1;
+        if superblock {
+            crasher.crashes_superblock += 1;
+        }
+        let (storage, report) = self.storage.fork_crashed();
+        let ledger = self.ledger.clone().map(|mut ledger| {
+            ledger.settle(&storage);
+            ledger
+        });
+        self.pending_crash = Some(PendingCrash {
+            storage,
+            ledger,
+            report,
+        });
     }
 
     /// A new data file was written (quietly, not through a port): the zone is empty again.
@@ -184,9 +279,16 @@ impl Router {
     }
 
     /// The machine crashed: pending I/O tears or is lost, and completions not yet handed over
-    /// are forgotten with the components that waited for them.
+    /// are forgotten with the components that waited for them. If it had already crashed
+    /// inside a grid call, that earlier crash is the one that happened: its disk replaces the
+    /// storage, and whatever was done since is gone.
     pub fn crash(&mut self) -> CrashReport {
         self.stash.clear();
+        if let Some(pending) = self.pending_crash.take() {
+            self.storage = pending.storage;
+            self.ledger = pending.ledger;
+            return pending.report;
+        }
         let report = self.storage.crash();
         if let Some(ledger) = &mut self.ledger {
             ledger.settle(&self.storage);
@@ -267,6 +369,9 @@ impl Storage for Port<'_> {
     }
 
     fn next_completion(&mut self) -> IoCompletion {
+        if self.component == Component::Grid {
+            self.router.maybe_crash_in_grid_call();
+        }
         if let Some(completion) = self.take_stashed() {
             return completion;
         }

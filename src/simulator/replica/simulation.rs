@@ -4,11 +4,9 @@
 use super::clients::{Clients, Sent};
 use super::faults::{self, FaultParameters, FaultZones};
 use super::node::{Effects, Node};
-use super::router::{Component, Router};
+use super::router::{Component, GridCrasher, Router};
 use super::{Damage, Failure, Stop, Summary, CLUSTER};
 use crate::config::Config;
-use crate::header::request::Request;
-use crate::header::Operation;
 use crate::layout::{Layout, Zone};
 use crate::prng::Prng;
 use crate::state_machine::echo::{EchoOperation, EchoOptions};
@@ -24,12 +22,8 @@ pub enum Bug {
     SkipReplyWrites,
 }
 
-/// Whether the network may duplicate a register request. A late copy used to evict the client
-/// (`Replica::register_again` took it for a restarted client; found with seed 8, which passes
-/// with this on since the replica drops a register older than the session). Still off: turning
-/// it on changes every fault seed's draws, and the CI seeds in `tests/simulator_replica.rs`
-/// and `tests/planted_bugs.rs` were picked for what they cover without it; re-pick them first.
-const DUPLICATE_REGISTERS: bool = false;
+/// Upper bound of a seed's per-million chance of a crash at each grid completion waited for.
+const GRID_CRASH_MAX: u64 = 4_000;
 
 /// Steps a run may take before it counts as making no progress.
 const STEPS_MAX: u64 = 5_000_000;
@@ -71,8 +65,14 @@ struct Parameters {
     storage: Options,
     storage_seed: u64,
     run_seed: u64,
-    /// Disk and network faults (drawn last: see `faults.rs`).
+    /// Disk and network faults (drawn after the above: see `faults.rs`).
     faults: FaultParameters,
+    /// Per grid completion waited for inside a blocking grid call: the machine crashes there
+    /// (`router.rs`). Drawn last, from its own PRNG.
+    grid_crash_per_completion: Probability,
+    /// The same while a superblock write is in flight.
+    grid_crash_superblock: Probability,
+    grid_crash_seed: u64,
 }
 
 fn per_million(value: u64) -> Probability {
@@ -115,8 +115,12 @@ impl Parameters {
             },
             storage_seed: prng.next_u64(),
             run_seed: prng.next_u64(),
-            // Last: a crash-only seed draws exactly what it drew before faults existed.
+            // After the above: a crash-only seed draws exactly what it drew before faults
+            // existed.
             faults: FaultParameters::draw(&mut prng),
+            grid_crash_per_completion: per_million(prng.range_inclusive(0, GRID_CRASH_MAX)),
+            grid_crash_superblock: per_million(prng.range_inclusive(0, 250_000)),
+            grid_crash_seed: prng.next_u64(),
         };
         parameters.faults.apply(&mut parameters.storage.faults);
         parameters
@@ -223,7 +227,15 @@ impl Simulation {
             delayed: Vec::new(),
             steps: 0,
             config,
-            router: Router::new(storage, ledger_zone),
+            router: Router::new(
+                storage,
+                ledger_zone,
+                GridCrasher::new(
+                    parameters.grid_crash_per_completion,
+                    parameters.grid_crash_superblock,
+                    parameters.grid_crash_seed,
+                ),
+            ),
             node: None,
             clients: Clients::new(ids.into_iter()),
             prng,
@@ -245,6 +257,8 @@ impl Simulation {
         let stats = (self.crasher.crashes, self.crasher.writes_torn);
         self.summary.crashes = stats.0;
         self.summary.writes_torn = stats.1;
+        self.summary.crashes_in_grid_calls = self.router.grid_crasher.crashes;
+        self.summary.crashes_in_superblock_writes = self.router.grid_crasher.crashes_superblock;
         self.summary.requests = self.clients.requests_acknowledged;
         self.summary.retries_checked = self.clients.retries_checked;
         self.summary.lookups = self.clients.lookups_checked;
@@ -402,6 +416,7 @@ impl Simulation {
         }
         self.phase = Phase::Settle;
         self.crasher.enabled = false;
+        self.router.grid_crasher.enabled = false;
         self.run_until(|simulation| {
             simulation
                 .clients
@@ -509,22 +524,55 @@ impl Simulation {
             Some(completion) => Ok(completion),
             None => panic!("recovery waits with no I/O pending"),
         };
+        let wal = self.effects.wal.clone();
         let node = Node::start(
             &mut self.router,
             &self.config,
             self.bug,
             &mut self.effects.wal,
             &mut complete,
-        )?;
+        );
+        if self.router.crash_pending() {
+            self.effects.wal = wal;
+            return Err(self.crashed_in_grid_call(node.map(|_| ())));
+        }
+        let node = node?;
         self.trace(&[TRACE_START, node.replica.op(), node.replica.op_checkpoint()]);
         self.node = Some(node);
         self.act()
     }
 
+    /// The machine crashed inside a grid call from which the node has now returned (`result`):
+    /// the call and everything after it happened on a disk that is gone, so its messages are
+    /// never sent and the fork the crash left takes the storage's place. A check that failed
+    /// meanwhile still fails the seed: up to the call's end the run was a valid one.
+    fn crashed_in_grid_call(&mut self, result: Result<(), Stop>) -> Stop {
+        self.effects.outgoing.clear();
+        match result {
+            Err(Stop::Failed(message)) => Stop::Failed(message),
+            _ => self.crasher.crash(&mut self.router),
+        }
+    }
+
     /// The node carries out its actions; its messages reach the clients (or are dropped).
     fn act(&mut self) -> Result<(), Stop> {
         let node = self.node.as_mut().expect("up");
-        node.act(&mut self.router, &mut self.effects)?;
+        let counts = (
+            self.effects.checkpoints,
+            self.effects.ops_executed,
+            self.effects.batches,
+        );
+        let result = node.act(&mut self.router, &mut self.effects);
+        if self.router.crash_pending() {
+            // Checkpoints and ops the crash undid are not counted.
+            (
+                self.effects.checkpoints,
+                self.effects.ops_executed,
+                self.effects.batches,
+            ) = counts;
+            return Err(self.crashed_in_grid_call(result));
+        }
+        result?;
         let outgoing = std::mem::take(&mut self.effects.outgoing);
         for message in outgoing {
             let index = self
@@ -573,11 +621,9 @@ impl Simulation {
                         self.trace(&[TRACE_REQUEST_DROPPED, index as u64]);
                         continue;
                     }
-                    let register =
-                        Request::decode(&sent.header).operation == Operation::Register.to_u8();
-                    if (DUPLICATE_REGISTERS || !register)
-                        && faults.request_duplicate.sample(&mut self.fault_prng)
-                    {
+                    // Registers too: a late copy of one used to evict its client
+                    // (`Replica::register_again` took it for a restarted client; seed 8).
+                    if faults.request_duplicate.sample(&mut self.fault_prng) {
                         let at = self.steps + self.fault_prng.range_inclusive(0, 400);
                         self.delayed.push((at, sent.clone()));
                         self.summary.requests_duplicated += 1;
