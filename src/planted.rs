@@ -32,15 +32,22 @@ pub enum Bug {
     /// `src/simulator/replica/node.rs` (the node's wiring, as the replica actor does it): at a
     /// checkpoint the client-replies writes are skipped, as if done.
     SkippedReplyWrite,
+    /// `src/grid/checkpoint.rs`: when a checkpoint starts, the blocks released before the
+    /// previous one are freed at once instead of when the new checkpoint is durable, so the new
+    /// checkpoint's trailers may be written over blocks the checkpoint still on disk references.
+    /// Harmless unless the machine dies between those writes and the superblock update — both
+    /// inside one blocking grid call — so only a crash inside a grid call can show it.
+    FreedAtCheckpointStart,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::HeaderBeforePrepare,
         Bug::ReleaseBeforeDurable,
         Bug::ReplyBeforeDurable,
         Bug::SkippedRecoveryCase,
         Bug::SkippedReplyWrite,
+        Bug::FreedAtCheckpointStart,
     ];
 }
 

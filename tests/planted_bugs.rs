@@ -47,6 +47,13 @@ fn skipped_reply_writes_are_caught() {
     first_catch(Bug::SkippedReplyWrite, CI_SEEDS_MAX);
 }
 
+/// Caught only by a crash inside a blocking grid call (between the checkpoint's trailer writes
+/// and its superblock update): with those crashes off, 0 of seeds 1..=300 catch it.
+#[test]
+fn blocks_freed_when_a_checkpoint_starts_are_caught() {
+    first_catch(Bug::FreedAtCheckpointStart, CI_SEEDS_MAX);
+}
+
 #[test]
 fn the_switch_is_per_thread_and_off_after_the_guard() {
     assert_eq!(planted::current(), None);

@@ -385,6 +385,10 @@ impl Grid {
                 blocks_free,
             });
         }
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::fire(crate::planted::Bug::FreedAtCheckpointStart) {
+            self.free_set.planted_free_released_now();
+        }
         // Step 1, before the encoding: the client-sessions blocks are in it, acquired.
         let [client_sessions_addresses] = self.acquire_trailer_blocks([client_sessions_blocks])?;
         let [acquired, released] = &mut self.encoded;

@@ -376,6 +376,24 @@ impl FreeSet {
         self.verify();
     }
 
+    /// Planted bug [`crate::planted::Bug::FreedAtCheckpointStart`]: frees the released blocks
+    /// now, while the checkpoint that still references them is the one on disk.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn planted_free_released_now(&mut self) {
+        assert!(self.checkpoint_durable);
+        let words_per_shard = (FREE_SET_SHARD_BITS / 64) as usize;
+        let acquired = self.blocks_acquired.words_mut();
+        let released = self.blocks_released.words_mut();
+        for word_index in 0..acquired.len() {
+            let freed = std::mem::take(&mut released[word_index]);
+            acquired[word_index] &= !freed;
+            if freed != 0 {
+                self.index.unset((word_index / words_per_shard) as u64);
+            }
+        }
+        self.verify();
+    }
+
     /// Bytes a buffer for [`FreeSet::encode`] needs (for either bitset).
     pub fn encode_size_max(&self) -> usize {
         ewah::encode_size_max(self.blocks_acquired.words().len())
