@@ -22,6 +22,7 @@ fn check_coverage(summary: &Summary) {
     assert!(summary.checkpoints >= 2, "checkpoints: {context}");
     assert!(summary.retries_checked >= 1, "retries checked: {context}");
     assert!(summary.things_checked >= 1, "Things checked: {context}");
+    assert!(summary.journal_checks >= 1, "journal checked: {context}");
 }
 
 #[test]

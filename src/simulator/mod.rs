@@ -10,6 +10,7 @@
 //! for bit; and never a check weakened to make a seed pass (a failing seed is a finding).
 
 mod disk;
+mod journal_check;
 mod model;
 pub mod parameters;
 pub mod replica;

@@ -18,7 +18,7 @@ use super::parameters::{FaultZones, Parameters};
 use super::{Failure, Summary, CLUSTER};
 use crate::buffer::AlignedBuf;
 use crate::checkpoint;
-use crate::config::{round_up_sector, Config, HEADERS_PER_SECTOR, HEADER_SIZE, SECTOR_SIZE};
+use crate::config::{Config, HEADER_SIZE};
 use crate::header::prepare::{self, Prepare};
 use crate::journal::recovery::header_ok;
 use crate::journal::{
@@ -303,41 +303,10 @@ impl Simulation {
     /// corrupt sectors, and is off after a misdirected write.
     fn check_journal(&mut self) -> Result<(), Stop> {
         let journal = self.journal.as_ref().expect("recovered");
-        assert_eq!(journal.writes_in_flight() + journal.reads_in_flight(), 0);
         let storage = &self.disk.storage;
         let compare_disk = storage.stats().writes_misdirected == self.misdirects_at_format;
-        let slot_count = self.config.journal_slot_count;
-        let message_size_max = self.config.message_size_max;
-        let headers = storage.read_direct(Zone::WalHeaders, 0, slot_count * HEADER_SIZE);
-        for slot in (0..slot_count).filter(|slot| !journal.is_dirty(*slot)) {
-            let header = journal.header(slot);
-            if journal.header_redundant(slot) != header {
-                return failed(format!(
-                    "clean slot {slot}: redundant header differs in memory"
-                ));
-            }
-            if crate::journal::recovery::is_reserved(header) || !compare_disk {
-                continue;
-            }
-            let sector_offset = slot / HEADERS_PER_SECTOR * SECTOR_SIZE;
-            let at = (slot * HEADER_SIZE) as usize;
-            if !storage.is_corrupt(Zone::WalHeaders, sector_offset)
-                && headers[at..at + HEADER_SIZE as usize] != header.as_bytes()[..]
-            {
-                return failed(format!(
-                    "clean slot {slot}: redundant header on disk differs"
-                ));
-            }
-            let prepare_offset = slot * message_size_max;
-            let size = round_up_sector(header.size() as u64);
-            let corrupt = (0..size / SECTOR_SIZE).any(|sector| {
-                storage.is_corrupt(Zone::WalPrepares, prepare_offset + sector * SECTOR_SIZE)
-            });
-            let bytes = storage.read_direct(Zone::WalPrepares, prepare_offset, size);
-            if !corrupt && prepare_intact(&bytes, message_size_max) != Some(*header) {
-                return failed(format!("clean slot {slot}: prepare on disk differs"));
-            }
-        }
+        super::journal_check::clean_slots(journal, storage, &self.config, compare_disk)
+            .or_else(failed)?;
         for prepared in self.model.acknowledged_all() {
             if !journal.has_prepare(prepared.op(), prepared.header.checksum()) {
                 return failed(format!("acknowledged op {} is not clean", prepared.op()));

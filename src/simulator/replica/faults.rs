@@ -176,6 +176,8 @@ impl FaultParameters {
 pub(super) struct WalModel {
     pub durable: BTreeMap<u64, Header>,
     pub in_flight: Option<Header>,
+    /// Prepares reported durable since the data file was formatted.
+    pub durable_total: u64,
 }
 
 impl WalModel {
@@ -191,6 +193,7 @@ impl WalModel {
             "the durable op is the one in flight"
         );
         self.durable.insert(op, header);
+        self.durable_total += 1;
     }
 
     /// A start succeeded from checkpoint `op_checkpoint` with the journal's head at `op_head`:

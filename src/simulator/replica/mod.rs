@@ -91,6 +91,8 @@ pub struct Summary {
     /// Lookup replies checked, and the Things in them.
     pub lookups: u64,
     pub things_checked: u64,
+    /// Times the journal checker compared every clean slot with the disk.
+    pub journal_checks: u64,
     pub trace_hash: u64,
     /// Where the seed's disk faults land ("none": crashes only).
     pub fault_zones: &'static str,
@@ -118,7 +120,7 @@ impl std::fmt::Display for Summary {
             f,
             "seed {} replica clients {} requests {} ops {} batches {} crashes {} (in grid calls \
              {}, superblock writes {}) torn {} checkpoints {} dropped {} retries {} lookups {} \
-             things {} trace {:016x}",
+             things {} journal_checks {} trace {:016x}",
             self.seed,
             self.clients,
             self.requests,
@@ -133,6 +135,7 @@ impl std::fmt::Display for Summary {
             self.retries_checked,
             self.lookups,
             self.things_checked,
+            self.journal_checks,
             self.trace_hash
         )?;
         if self.fault_zones != "none" {

@@ -25,6 +25,10 @@ pub enum Bug {
 /// Upper bound of a seed's per-million chance of a crash at each grid completion waited for.
 const GRID_CRASH_MAX: u64 = 4_000;
 
+/// The journal checker runs when the journal is idle after this many more prepares became
+/// durable (and after every start).
+const JOURNAL_CHECK_INTERVAL: u64 = 8;
+
 /// Steps a run may take before it counts as making no progress.
 const STEPS_MAX: u64 = 5_000_000;
 /// Steps the closing phases may take.
@@ -190,6 +194,10 @@ pub(super) struct Simulation {
     /// Duplicated requests the network still holds: (the step they arrive at, the request).
     delayed: Vec<(u64, Sent)>,
     steps: u64,
+    /// Misdirected writes the storage had made when the data file was last formatted.
+    misdirects_at_format: u64,
+    /// `effects.wal.durable_total` when the journal checker last ran.
+    journal_checked_at: u64,
 }
 
 impl Simulation {
@@ -226,6 +234,8 @@ impl Simulation {
             fault_prng: Prng::new(parameters.faults.seed),
             delayed: Vec::new(),
             steps: 0,
+            misdirects_at_format: 0,
+            journal_checked_at: 0,
             config,
             router: Router::new(
                 storage,
@@ -289,6 +299,8 @@ impl Simulation {
             .expect("format on a storage without faults");
         *self.router.storage.faults_mut() = saved;
         self.router.formatted();
+        self.misdirects_at_format = self.router.storage.stats().writes_misdirected;
+        self.journal_checked_at = 0;
     }
 
     /// The node refused to start or stopped on `damage`: allowed only as the fault contract says
@@ -514,6 +526,41 @@ impl Simulation {
             node.on_completion(component, completion, &mut self.effects)?;
             self.act()?;
         }
+        if self.effects.wal.durable_total >= self.journal_checked_at + JOURNAL_CHECK_INTERVAL {
+            self.check_journal()?;
+        }
+        Ok(())
+    }
+
+    /// ref §8.3 on the live node, when its journal is idle (else at a later step): every clean
+    /// slot agrees in memory and on disk (`journal_check.rs`), and every prepare reported
+    /// durable above the checkpoint is clean in the journal.
+    fn check_journal(&mut self) -> Result<(), Stop> {
+        let node = self.node.as_ref().expect("up");
+        let journal = &node.journal;
+        if journal.writes_in_flight() + journal.reads_in_flight() > 0 {
+            return Ok(());
+        }
+        self.journal_checked_at = self.effects.wal.durable_total;
+        let storage = &self.router.storage;
+        let wal_faults = matches!(
+            self.parameters.faults.zones,
+            FaultZones::WalHeaders | FaultZones::WalPrepares
+        );
+        let compare_disk =
+            !wal_faults || storage.stats().writes_misdirected == self.misdirects_at_format;
+        crate::simulator::journal_check::clean_slots(journal, storage, &self.config, compare_disk)
+            .map_err(|message| Stop::Failed(format!("journal checker: {message}")))?;
+        self.summary.journal_checks += 1;
+        let op_checkpoint = node.replica.op_checkpoint();
+        for (op, header) in self.effects.wal.durable.range(op_checkpoint + 1..) {
+            if !journal.has_prepare(*op, header.checksum()) {
+                return Err(Stop::Failed(format!(
+                    "journal checker: op {op}, reported durable above checkpoint \
+                     {op_checkpoint}, is not clean in the journal"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -539,6 +586,7 @@ impl Simulation {
         let node = node?;
         self.trace(&[TRACE_START, node.replica.op(), node.replica.op_checkpoint()]);
         self.node = Some(node);
+        self.check_journal()?;
         self.act()
     }
 
