@@ -28,10 +28,10 @@ use crate::net::{Message, NetEvent, NetHandle};
 use crate::state_machine::{StateMachineClient, StateMachineReply, StateMachineRequest};
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use pinion::buffer::AlignedBuf;
-use pinion::client_replies::{self, ClientReplies, WriteTrigger};
+use pinion::client_replies::{self, ClientReplies, ReadError, WriteTrigger};
 use pinion::config::{Config, HEADER_SIZE};
 use pinion::exit::FatalReason;
-use pinion::header::reply::eviction;
+use pinion::header::reply::{eviction, EvictionReason};
 use pinion::header::{Header, HEADER_BYTES};
 use pinion::journal::WriteOutcome;
 use pinion::replica::{Action, Committed, Replica, Status};
@@ -67,6 +67,8 @@ pub struct ReplicaStats {
     pub replies_sent: u64,
     pub stored_replies_sent: u64,
     pub evictions: u64,
+    /// Resends answered with `EvictionReason::ReplyLost`: the stored reply did not read back.
+    pub replies_lost: u64,
     pub checkpoints: u64,
     pub op: u64,
     pub commit_min: u64,
@@ -540,18 +542,29 @@ impl ReplicaState {
                 }
                 client_replies::Event::Read(done) => {
                     let client = self.reply_read.take().expect("a read was started");
-                    match done.reply() {
-                        Some((header, body)) => {
-                            let (header, body) = (*header, body.to_vec());
-                            self.send(client, header, body);
-                        }
-                        None => tracing::warn!(
-                            slot = done.slot,
-                            "the stored reply of client {client:#x} is unreadable ({:?}); it \
-                             cannot be sent again (single node: no replica to repair it from)",
-                            done.result
-                        ),
+                    if let Err(ReadError::Io(fatal)) = &done.result {
+                        return Err(ReplicaFailure {
+                            reason: fatal.reason,
+                            message: format!("client reply read failed: {fatal}"),
+                        });
                     }
+                    if let Some((header, body)) = done.reply() {
+                        let (header, body) = (*header, body.to_vec());
+                        self.send(client, header, body);
+                    } else if done.lost() {
+                        // Single node: no replica to repair the slot from. Tell the client,
+                        // which would otherwise resend forever.
+                        tracing::warn!(
+                            slot = done.slot,
+                            "the stored reply of client {client:#x} does not read back ({:?}); \
+                             its resend is answered with an eviction (reply lost)",
+                            done.result
+                        );
+                        self.stats.replies_lost += 1;
+                        let header = eviction(self.cluster, client, EvictionReason::ReplyLost);
+                        self.send(client, header, Vec::new());
+                    }
+                    // Otherwise the slot was rewritten while it was read: the client resends.
                     self.replies.release_read_buffer(done.buffer);
                 }
             }

@@ -27,7 +27,7 @@
 use pinion::checksum::Checksum;
 use pinion::config::{Config, SECTOR_SIZE, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use pinion::exit::FatalReason;
-use pinion::header::reply::Reply;
+use pinion::header::reply::{eviction_fields, EvictionReason, Reply};
 use pinion::header::request::Request;
 use pinion::header::{prepare, Command, Header, HEADER_BYTES};
 use pinion::layout::{Layout, Zone};
@@ -55,11 +55,8 @@ const ECHO: u8 = 128;
 const LOOKUP: u8 = 129;
 const SECTOR: usize = SECTOR_SIZE as usize;
 const COPY_BYTES: usize = SUPERBLOCK_COPY_SIZE as usize;
-/// How long a retried request waits for its stored reply, per attempt, and how many attempts
-/// it makes: short where the reply is expected to be withheld (its slot is damaged), generous
-/// elsewhere so a slow machine is not taken for a withheld reply.
-const RETRY_TIMEOUT_WITHHELD: Duration = Duration::from_millis(300);
-const RETRY_ATTEMPTS_WITHHELD: u32 = 3;
+/// How long a retried request waits for its stored reply (or, where its slot is damaged, the
+/// eviction that says the reply is lost), per attempt, and how many attempts it makes.
 const RETRY_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_ATTEMPTS: u32 = 2;
 
@@ -1084,16 +1081,26 @@ fn serve_and_check(
                 .map(|acked| ExpectedThing::of(model.id, acked.op, acked.timestamp, &acked.body)),
         );
         let withheld_expected = damaged.reply_withheld_client == Some(index);
-        match retry(address, model, withheld_expected, violations) {
+        let mut reply_lost = false;
+        let answer = retry(
+            address,
+            model,
+            withheld_expected,
+            &mut reply_lost,
+            violations,
+        );
+        match answer {
+            None if withheld_expected && reply_lost => withheld = true,
+            None if withheld_expected => violations.push(format!(
+                "client {index}'s reply slot is damaged, and its retry got no answer: expected \
+                 an eviction saying the reply is lost"
+            )),
+            Some(_) if withheld_expected => violations.push(format!(
+                "client {index}'s reply slot is damaged, yet its stored reply came back"
+            )),
             Some(Some(thing)) => things.push(thing),
             Some(None) => {}
-            None if damaged.reply_withheld_client == Some(index) => withheld = true,
             None => unanswered.push(index),
-        }
-        if damaged.reply_withheld_client == Some(index) && !withheld {
-            violations.push(format!(
-                "client {index}'s reply slot is damaged, yet its stored reply came back"
-            ));
         }
     }
     // Look up from another thread, so a service that stops on corruption is seen at once
@@ -1133,7 +1140,9 @@ fn serve_and_check(
                 ));
             }
             let detail = match damaged.reply_withheld_client {
-                Some(client) if withheld => format!("(client {client}'s retry got no reply)"),
+                Some(client) if withheld => {
+                    format!("(client {client}'s retry: evicted, its reply lost)")
+                }
                 _ => String::new(),
             };
             (Class::Served, detail)
@@ -1157,6 +1166,7 @@ fn retry(
     address: SocketAddr,
     model: &ClientModel,
     withheld_expected: bool,
+    reply_lost: &mut bool,
     violations: &mut Vec<String>,
 ) -> Option<Option<ExpectedThing>> {
     let (request_frame, expected) = match (&model.pending, model.acked.last()) {
@@ -1164,11 +1174,7 @@ fn retry(
         (None, Some(acked)) => (&acked.request_frame, Some(&acked.reply_frame)),
         (None, None) => return Some(None),
     };
-    let (timeout, attempts) = if withheld_expected {
-        (RETRY_TIMEOUT_WITHHELD, RETRY_ATTEMPTS_WITHHELD)
-    } else {
-        (RETRY_TIMEOUT, RETRY_ATTEMPTS)
-    };
+    let (timeout, attempts) = (RETRY_TIMEOUT, RETRY_ATTEMPTS);
     for _ in 0..attempts {
         let Ok(mut stream) = TcpStream::connect(address) else {
             continue;
@@ -1181,6 +1187,23 @@ fn retry(
             continue;
         };
         let header = Header::from_bytes(&frame);
+        if header.command() == Some(Command::Eviction) {
+            // The server says the stored reply is lost: allowed only where it was damaged.
+            let (_, reason) = eviction_fields(&header);
+            *reply_lost = reason == Some(EvictionReason::ReplyLost);
+            if !withheld_expected || !*reply_lost {
+                violations.push(format!(
+                    "client {:#x}: evicted ({reason:?}) on its retry, its reply slot {}",
+                    model.id,
+                    if withheld_expected {
+                        "damaged"
+                    } else {
+                        "intact"
+                    }
+                ));
+            }
+            return None;
+        }
         if header.command() != Some(Command::Reply) {
             violations.push(format!(
                 "client {:#x}: a {:?} answered its retry",

@@ -71,6 +71,12 @@ pub struct ReadDone {
 }
 
 impl ReadDone {
+    /// Whether the read is evidence that the slot's reply is lost on disk (the slot is now
+    /// faulty): the reply cannot be served again.
+    pub fn lost(&self) -> bool {
+        self.result.as_ref().is_err_and(ReadError::is_fault)
+    }
+
     /// The reply's header and body, if it was read intact.
     pub fn reply(&self) -> Option<(&Header, &[u8])> {
         let header = self.result.as_ref().ok()?;

@@ -132,16 +132,51 @@ pub enum EvictionReason {
     RequestFromFuture = 3,
     /// The request's operation or body is not one the state machine accepts.
     InvalidRequest = 4,
+    /// The client resent its latest request, which was executed, but the reply stored for it
+    /// on disk no longer reads back as that reply (a damaged sector, a lost or misdirected
+    /// write; a single node has no copy to repair it from). Not an eviction from the client
+    /// table — that stays as replay made it — but the end of this client's usefulness: the
+    /// result it waits for cannot be learned, so it stops with this error instead of resending
+    /// forever.
+    ReplyLost = 5,
 }
 
 impl EvictionReason {
+    pub const ALL: [EvictionReason; 5] = [
+        EvictionReason::NoSession,
+        EvictionReason::SessionUnknown,
+        EvictionReason::RequestFromFuture,
+        EvictionReason::InvalidRequest,
+        EvictionReason::ReplyLost,
+    ];
+
     pub fn from_u8(value: u8) -> Option<EvictionReason> {
-        match value {
-            1 => Some(EvictionReason::NoSession),
-            2 => Some(EvictionReason::SessionUnknown),
-            3 => Some(EvictionReason::RequestFromFuture),
-            4 => Some(EvictionReason::InvalidRequest),
-            _ => None,
+        EvictionReason::ALL
+            .into_iter()
+            .find(|reason| *reason as u8 == value)
+    }
+
+    /// What the reason means for the client, in words for an error message.
+    pub fn description(self) -> &'static str {
+        match self {
+            EvictionReason::NoSession => {
+                "the server's client table was full and this session was the least recently used"
+            }
+            EvictionReason::SessionUnknown => {
+                "the server does not know this session (evicted earlier, or a data file restored \
+                 from before it registered)"
+            }
+            EvictionReason::RequestFromFuture => {
+                "the request number skipped ahead of the session's (a client bug)"
+            }
+            EvictionReason::InvalidRequest => {
+                "the server's state machine refused the request's operation or body"
+            }
+            EvictionReason::ReplyLost => {
+                "the request was executed, but the reply stored for it on the server's disk no \
+                 longer reads back (a damaged sector; a single node has no copy to repair it \
+                 from), so its result cannot be learned"
+            }
         }
     }
 }
@@ -233,12 +268,14 @@ mod tests {
 
     #[test]
     fn eviction_round_trips_and_is_validated() {
+        for reason in EvictionReason::ALL {
+            let header = eviction(1, 77, reason);
+            header.validate(&[], LIMIT).unwrap();
+            assert_eq!(eviction_fields(&header), (77, Some(reason)));
+        }
+        assert_eq!(EvictionReason::from_u8(0), None);
+        assert_eq!(EvictionReason::from_u8(6), None);
         let header = eviction(1, 77, EvictionReason::NoSession);
-        header.validate(&[], LIMIT).unwrap();
-        assert_eq!(
-            eviction_fields(&header),
-            (77, Some(EvictionReason::NoSession))
-        );
         let mut bad = header;
         bad.set_u8(eviction_offset::REASON, 99);
         bad.seal(&[]);

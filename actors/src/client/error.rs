@@ -33,8 +33,8 @@ pub enum ClientError {
         last_problem: String,
     },
     #[error(
-        "the server evicted this client's session ({0:?}); connect a new client \
-         (too many clients for the server's client table, or the server lost the session)"
+        "the server evicted this client ({0:?}): {description}; connect a new client",
+        description = .0.description()
     )]
     Evicted(EvictionReason),
     #[error(
@@ -44,4 +44,20 @@ pub enum ClientError {
     Unusable,
     #[error("this client has used all 2^32 − 1 request numbers; connect a new client")]
     RequestNumbersExhausted,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_eviction_says_why_in_words() {
+        let text = ClientError::Evicted(EvictionReason::ReplyLost).to_string();
+        assert!(text.starts_with("the server evicted this client (ReplyLost): the request was"));
+        assert!(text.contains("no longer reads back"), "{text}");
+        for reason in EvictionReason::ALL {
+            let text = ClientError::Evicted(reason).to_string();
+            assert!(text.contains(reason.description()), "{text}");
+        }
+    }
 }
