@@ -95,7 +95,11 @@ fn a_reply_before_its_prepare_is_durable_fails_the_seed() {
 
 #[test]
 fn reply_writes_skipped_at_checkpoints_fail_the_seed() {
-    assert_caught(Bug::SkipReplyWrites, &SEEDS, "never got their reply");
+    assert_caught(
+        Bug::SkipReplyWrites,
+        &SEEDS,
+        "but no fault was injected in that slot",
+    );
 }
 
 /// Fault seeds (issue 7 item 1), two per zone, picked for what they cover (asserted below); the

@@ -28,7 +28,9 @@ pub fn expected(bug: Bug) -> (Simulator, &'static str) {
         Bug::ReplyBeforeDurable => (Simulator::Replica, "before its prepare was durable"),
         // The acknowledged head op, its prepare damaged, truncated instead of refused.
         Bug::SkippedRecoveryCase => (Simulator::Journal, "recovery ended with head op"),
-        Bug::SkippedReplyWrite => (Simulator::Replica, "never got their reply"),
+        // A resend whose reply lives only in the zone reads back an older reply (or zeros):
+        // the node answers "reply lost" where the storage faulted nothing.
+        Bug::SkippedReplyWrite => (Simulator::Replica, "but no fault was injected in that slot"),
         // The checkpoint on disk lost a block to the next checkpoint's trailers; a crash
         // inside that checkpoint's grid call restarts from it and meets the overwritten block.
         Bug::FreedAtCheckpointStart => (Simulator::Replica, "the grid did not open"),

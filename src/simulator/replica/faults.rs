@@ -31,7 +31,8 @@
 //!   every prepare reported durable above the checkpoint must be in the journal with its
 //!   header (all seeds, crash-only included).
 //! - **Client replies**: a stored reply that reads back faulted is never served; the client
-//!   that resent its request gets no answer (a single node has no peer to copy the reply from).
+//!   that resent its request gets an eviction `ReplyLost` instead (a single node has no peer to
+//!   copy the reply from).
 //!   The checker accepts that only when the storage faulted a sector of that slot (the ledger in
 //!   `router.rs`); a reply that is served must still be byte-identical to the first.
 //! - **Grid**: a block that does not read back as its parent names it stops the node (or

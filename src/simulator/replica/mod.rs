@@ -105,8 +105,9 @@ pub struct Summary {
     pub refusals: u64,
     pub fail_stops: u64,
     pub refusals_lost: u64,
-    /// Resends whose stored reply read back faulted: never served, no answer (the confirmed
-    /// single-node limitation); clients that gave up on such a request.
+    /// Resends whose stored reply read back faulted: never served, answered with an eviction
+    /// `ReplyLost` (the confirmed single-node limitation); clients that gave up on such a
+    /// request.
     pub replies_unserved: u64,
     pub clients_abandoned: u64,
     /// Requests the network dropped or delivered twice (the copy later).

@@ -12,6 +12,7 @@ use crate::client_replies::{self, ClientReplies, WriteTrigger};
 use crate::config::{Config, HEADER_SIZE, VSR_OPERATIONS_RESERVED};
 use crate::grid::access::GridDirect;
 use crate::grid::{driver as grid_driver, Grid};
+use crate::header::reply::{eviction, EvictionReason};
 use crate::header::{prepare, Header, HEADER_BYTES};
 use crate::journal::{self, Event, Journal, ReadStart, RecoveryError, WriteOutcome, WriteStart};
 use crate::replica::{batch, Action, Committed, Replica, Status};
@@ -29,7 +30,7 @@ pub(super) struct Outgoing {
     pub body: Vec<u8>,
 }
 
-/// A resent request whose stored reply did not read back: no answer was sent.
+/// A resent request whose stored reply did not read back: an eviction `ReplyLost` was sent.
 #[derive(Debug)]
 pub(super) struct Unserved {
     pub client: u128,
@@ -580,23 +581,32 @@ impl Node {
                 Some(client_replies::Event::Read(done)) => {
                     let client = self.reply_read.take().expect("a read was started");
                     let expected = self.reply_read_expected.take();
+                    if let Err(client_replies::ReadError::Io(fatal)) = &done.result {
+                        return failed(format!("a reply read failed: {fatal}"));
+                    }
                     if let Some((header, body)) = done.reply() {
                         effects.outgoing.push(Outgoing {
                             client,
                             header: *header,
                             body: body.to_vec(),
                         });
-                    } else if let Err(error) = &done.result {
-                        let reply = expected.expect("the expected reply");
+                    } else if done.lost() {
+                        // As the replica actor: the reply is lost (single node), the client is
+                        // told so. The checker confirms the loss against the storage's faults.
+                        let error = done.result.as_ref().expect_err("lost").to_string();
                         effects.unserved.push(Unserved {
                             client,
                             slot: done.slot,
-                            reply,
-                            error: error.to_string(),
+                            reply: expected.expect("the expected reply"),
+                            error,
+                        });
+                        effects.outgoing.push(Outgoing {
+                            client,
+                            header: eviction(CLUSTER, client, EvictionReason::ReplyLost),
+                            body: Vec::new(),
                         });
                     }
-                    // Unreadable: no answer (single node); the client retries, and the drain
-                    // phase fails the seed if it never gets one.
+                    // Otherwise the slot was rewritten while it was read: the client resends.
                     self.replies.release_read_buffer(done.buffer);
                 }
             },

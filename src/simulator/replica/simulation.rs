@@ -7,11 +7,14 @@ use super::node::{Effects, Node};
 use super::router::{Component, GridCrasher, Router};
 use super::{Damage, Failure, Stop, Summary, CLUSTER};
 use crate::config::Config;
+use crate::header::reply::{eviction_fields, EvictionReason};
+use crate::header::{Command, Header};
 use crate::layout::{Layout, Zone};
 use crate::prng::Prng;
 use crate::state_machine::echo::{EchoOperation, EchoOptions};
 use crate::storage::simulated::{FaultOptions, Latency, Options, Probability, SimulatedStorage};
 use crate::storage::IoCompletion;
+use std::collections::BTreeMap;
 
 /// A bug planted in the node's wiring; the run must fail with a checker's message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +201,9 @@ pub(super) struct Simulation {
     misdirects_at_format: u64,
     /// `effects.wal.durable_total` when the journal checker last ran.
     journal_checked_at: u64,
+    /// Per client index: the reply whose loss the checker confirmed, until the node's eviction
+    /// (`ReplyLost`) reaches the client.
+    replies_lost: BTreeMap<usize, Header>,
 }
 
 impl Simulation {
@@ -236,6 +242,7 @@ impl Simulation {
             steps: 0,
             misdirects_at_format: 0,
             journal_checked_at: 0,
+            replies_lost: BTreeMap::new(),
             config,
             router: Router::new(
                 storage,
@@ -342,52 +349,68 @@ impl Simulation {
         self.clients.reformat();
         self.effects.wal = Default::default();
         self.effects.unserved.clear();
+        self.replies_lost.clear();
         self.delayed.clear();
         self.audit.clear();
         Ok(())
     }
 
-    /// Stored replies that did not read back. In a seed that faults the client replies, the
-    /// checker accepts it when the storage faulted that slot: the client that resent its
-    /// latest request gets no answer, and one whose request in flight was executed gives up on
-    /// it. Elsewhere the client keeps resending, and the closing phases fail the seed if it
-    /// never gets its reply (as before faults existed).
+    /// Stored replies that did not read back (the node told each client with an eviction
+    /// `ReplyLost`). Allowed only in a seed that faults the client replies, and there only when
+    /// the storage faulted that slot (the router's ledger); each confirmed loss waits for its
+    /// eviction to reach the client (`on_reply_lost`). Anywhere else it fails the seed.
     fn check_unserved(&mut self) -> Result<(), Stop> {
         for unserved in std::mem::take(&mut self.effects.unserved) {
-            if self.parameters.faults.zones != FaultZones::ClientReplies {
-                continue;
-            }
             let index = self
                 .clients
                 .index_of(unserved.client)
                 .expect("a read for one of the clients");
             let size = self.config.message_size_max;
-            if !self.router.faulted(unserved.slot * size, size) {
+            if self.parameters.faults.zones != FaultZones::ClientReplies
+                || !self.router.faulted(unserved.slot * size, size)
+            {
                 return Err(Stop::Failed(format!(
-                    "client {index} never got their reply: its stored reply (slot {}) did not \
-                     read back ({}), but no fault was injected in that slot",
+                    "client {index}'s stored reply (slot {}) did not read back ({}), but no \
+                     fault was injected in that slot",
                     unserved.slot, unserved.error
                 )));
             }
             self.summary.replies_unserved += 1;
             self.trace(&[TRACE_UNSERVED, index as u64, unserved.slot]);
-            let client = &self.clients.clients[index];
-            let in_flight = client.in_flight.as_ref().is_some_and(|sent| {
-                crate::header::reply::Reply::decode(&unserved.reply).request_checksum
-                    == sent.header.checksum()
-            });
-            if in_flight {
-                self.clients
-                    .abandon(index, &unserved.reply)
-                    .map_err(Stop::Failed)?;
-                self.summary.clients_abandoned += 1;
-            } else if client
-                .latest
-                .as_ref()
-                .is_some_and(|latest| latest.reply == unserved.reply)
-            {
-                self.clients.clients[index].retry_waiting = false;
-            }
+            self.replies_lost.insert(index, unserved.reply);
+        }
+        Ok(())
+    }
+
+    /// Client `index` got an eviction: only `ReplyLost`, for a loss the checker confirmed. A
+    /// client whose request in flight was executed (its reply dropped by the network) gives
+    /// up on it: its timestamp and Thing are accounted for, it sends nothing more; one that
+    /// resent an acknowledged request stops waiting for the resend's answer.
+    fn on_eviction(&mut self, index: usize, header: &Header) -> Result<(), Stop> {
+        let (_, reason) = eviction_fields(header);
+        let Some(reply) = self.replies_lost.remove(&index) else {
+            return Err(Stop::Failed(format!(
+                "client {index} evicted ({reason:?}) with no stored reply lost"
+            )));
+        };
+        if reason != Some(EvictionReason::ReplyLost) {
+            return Err(Stop::Failed(format!(
+                "client {index} evicted ({reason:?}) after its stored reply was lost"
+            )));
+        }
+        let client = &self.clients.clients[index];
+        let in_flight = client.in_flight.as_ref().is_some_and(|sent| {
+            crate::header::reply::Reply::decode(&reply).request_checksum == sent.header.checksum()
+        });
+        if in_flight {
+            self.clients.abandon(index, &reply).map_err(Stop::Failed)?;
+            self.summary.clients_abandoned += 1;
+        } else if client
+            .latest
+            .as_ref()
+            .is_some_and(|latest| latest.reply == reply)
+        {
+            self.clients.clients[index].retry_waiting = false;
         }
         Ok(())
     }
@@ -503,6 +526,8 @@ impl Simulation {
             Ok(()) => Ok(()),
             Err(Stop::Crashed) => {
                 self.node = None;
+                // Evictions not yet delivered died with the node.
+                self.replies_lost.clear();
                 self.trace(&[TRACE_CRASH, self.crasher.crashes]);
                 Ok(())
             }
@@ -621,6 +646,7 @@ impl Simulation {
             return Err(self.crashed_in_grid_call(result));
         }
         result?;
+        self.check_unserved()?;
         let outgoing = std::mem::take(&mut self.effects.outgoing);
         for message in outgoing {
             let index = self
@@ -637,11 +663,15 @@ impl Simulation {
                 index as u64,
                 u64::from(message.header.checksum()),
             ]);
+            if message.header.command() == Some(Command::Eviction) {
+                self.on_eviction(index, &message.header)?;
+                continue;
+            }
             self.clients
                 .on_reply(index, &message.header, &message.body)
                 .map_err(Stop::Failed)?;
         }
-        self.check_unserved()
+        Ok(())
     }
 
     fn clients_act(&mut self) -> Result<(), Stop> {
