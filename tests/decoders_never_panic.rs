@@ -10,6 +10,8 @@
 
 #[path = "../fuzz/src/block.rs"]
 mod block;
+#[path = "../fuzz/src/client_sessions.rs"]
+mod client_sessions;
 #[path = "../fuzz/src/ewah.rs"]
 mod ewah;
 #[path = "../fuzz/src/header.rs"]
@@ -55,6 +57,14 @@ proptest! {
     fn ewah_decoding_never_panics(data in vec(any::<u8>(), 0..600)) {
         ewah::run(&data);
     }
+
+    /// Bytes 0..9: four clients, 4 KiB messages, a valid table of six operations, mutated.
+    #[test]
+    fn client_sessions_decoding_never_panics(
+        data in inputs(&[3, 0, 0, 0, 0, 2, 0, 0, 6, 0, 0, 0], 600),
+    ) {
+        client_sessions::run(&data);
+    }
 }
 
 proptest! {
@@ -92,6 +102,10 @@ fn unmutated_valid_images_are_accepted() {
     assert!(header::run(&[1, 2]), "a sealed prepare header");
     assert!(superblock::run(&[1]), "a formatted superblock copy");
     assert!(ewah::run(&[]), "the empty encoding");
+    assert!(
+        client_sessions::run(&[3, 0, 0, 0, 0, 2, 0, 0, 6]),
+        "a table of four slots, six operations"
+    );
     for structure in 1..4 {
         assert!(block::run(&[0, 0, 0, structure]), "structure {structure}");
     }
@@ -104,6 +118,7 @@ fn empty_inputs_are_choices_too() {
     header::run(&[]);
     superblock::run(&[]);
     ewah::run(&[]);
+    client_sessions::run(&[]);
     block::run(&[]);
     journal_recovery::run(&[]);
 }

@@ -8,6 +8,7 @@
 //! sequence of choices (an exhausted input reads as zeros), so no input is rejected up front.
 
 pub mod block;
+pub mod client_sessions;
 pub mod ewah;
 pub mod framing;
 pub mod header;

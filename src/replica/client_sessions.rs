@@ -170,12 +170,17 @@ impl ClientSessions {
     }
 
     /// The table `bytes` encodes (empty bytes: an empty table, as a new data file has). Every
-    /// occupied entry must hold a valid reply header of this cluster whose op is its session
-    /// or later, and no client may appear twice.
+    /// occupied entry must hold a valid reply header of this cluster, no larger than
+    /// `message_size_max` (its client-replies slot), whose op is its session or later and at
+    /// most `op_max` (the checkpoint's op: the table is a snapshot taken there); no client may
+    /// appear twice. Anything else would trip an assertion later (a reply read into a slot too
+    /// small, replay re-executing an op the table says is done), so it is refused here.
     pub fn decode(
         bytes: &[u8],
         clients_max: usize,
         cluster: u128,
+        message_size_max: u64,
+        op_max: u64,
     ) -> Result<ClientSessions, ClientSessionsError> {
         let mut table = ClientSessions::new(clients_max, cluster);
         if bytes.is_empty() {
@@ -194,7 +199,8 @@ impl ClientSessions {
             if session == 0 && crate::buffer::is_zero(header_bytes) {
                 continue;
             }
-            let entry = table.decode_entry(slot, Header::from_bytes(header_bytes), session)?;
+            let reply = Header::from_bytes(header_bytes);
+            let entry = table.decode_entry(slot, reply, session, message_size_max, op_max)?;
             let client = entry.client();
             if let Some(first) = table.slots.insert(client, slot) {
                 return Err(ClientSessionsError::Duplicate {
@@ -213,18 +219,20 @@ impl ClientSessions {
         slot: usize,
         reply: Header,
         session: u64,
+        message_size_max: u64,
+        op_max: u64,
     ) -> Result<Session, ClientSessionsError> {
         let invalid = |reason: String| ClientSessionsError::Entry { slot, reason };
         reply
-            .validate_header_only(u64::MAX)
+            .validate_header_only(message_size_max)
             .map_err(|error| invalid(error.to_string()))?;
         if reply.command() != Some(Command::Reply) || reply.cluster() != self.cluster {
             return Err(invalid("not a reply of this cluster".to_string()));
         }
         let fields = Reply::decode(&reply);
-        if fields.client == 0 || session == 0 || fields.op < session {
+        if fields.client == 0 || session == 0 || fields.op < session || fields.op > op_max {
             return Err(invalid(format!(
-                "client {:#x}, session {session}, reply op {}",
+                "client {:#x}, session {session}, reply op {} (at most {op_max})",
                 fields.client, fields.op
             )));
         }
@@ -238,6 +246,16 @@ mod tests {
     use super::*;
 
     const CLUSTER: u128 = 5;
+    const MESSAGE_SIZE_MAX: u64 = 4096;
+    const OP_MAX: u64 = 100;
+
+    fn decode(
+        bytes: &[u8],
+        clients_max: usize,
+        cluster: u128,
+    ) -> Result<ClientSessions, ClientSessionsError> {
+        ClientSessions::decode(bytes, clients_max, cluster, MESSAGE_SIZE_MAX, OP_MAX)
+    }
 
     fn reply(client: u128, op: u64, request: u32, body: &[u8]) -> Header {
         Reply {
@@ -280,11 +298,11 @@ mod tests {
         assert!(bytes[2 * HEADER_BYTES..4 * HEADER_BYTES]
             .iter()
             .all(|b| *b == 0));
-        let decoded = ClientSessions::decode(&bytes, 4, CLUSTER).unwrap();
+        let decoded = decode(&bytes, 4, CLUSTER).unwrap();
         assert_eq!(decoded.get(8).unwrap().1, table.get(8).unwrap().1);
         assert_eq!(decoded.get(7).unwrap().1.session, 1);
         assert_eq!(decoded.count(), 2);
-        assert_eq!(ClientSessions::decode(&[], 4, CLUSTER).unwrap().count(), 0);
+        assert_eq!(decode(&[], 4, CLUSTER).unwrap().count(), 0);
     }
 
     #[test]
@@ -294,25 +312,52 @@ mod tests {
         let mut bytes = vec![0; 2 * ENTRY_SIZE];
         table.encode(&mut bytes);
         assert!(matches!(
-            ClientSessions::decode(&bytes[1..], 2, CLUSTER),
+            decode(&bytes[1..], 2, CLUSTER),
             Err(ClientSessionsError::Size { .. })
         ));
         let mut corrupt = bytes.clone();
         corrupt[100] ^= 1;
         assert!(matches!(
-            ClientSessions::decode(&corrupt, 2, CLUSTER),
+            decode(&corrupt, 2, CLUSTER),
             Err(ClientSessionsError::Entry { slot: 0, .. })
         ));
         assert!(matches!(
-            ClientSessions::decode(&bytes, 2, CLUSTER + 1),
+            decode(&bytes, 2, CLUSTER + 1),
             Err(ClientSessionsError::Entry { slot: 0, .. })
         ));
         let mut duplicate = bytes.clone();
         duplicate.copy_within(0..HEADER_BYTES, HEADER_BYTES);
         duplicate.copy_within(2 * HEADER_BYTES..2 * HEADER_BYTES + 8, 2 * HEADER_BYTES + 8);
         assert!(matches!(
-            ClientSessions::decode(&duplicate, 2, CLUSTER),
+            decode(&duplicate, 2, CLUSTER),
             Err(ClientSessionsError::Duplicate { client: 7, .. })
         ));
+    }
+
+    #[test]
+    fn decode_refuses_a_reply_larger_than_its_slot_or_newer_than_the_checkpoint() {
+        for (latest, problem) in [
+            (
+                reply(7, 3, 1, &[1; 4096]),
+                "larger than a client-replies slot",
+            ),
+            (
+                reply(7, OP_MAX + 1, 1, b"x"),
+                "executed after the checkpoint",
+            ),
+        ] {
+            let mut table = ClientSessions::new(2, CLUSTER);
+            table.register(reply(7, 1, 0, &[]));
+            table.update(latest);
+            let mut bytes = vec![0; 2 * ENTRY_SIZE];
+            table.encode(&mut bytes);
+            assert!(
+                matches!(
+                    decode(&bytes, 2, CLUSTER),
+                    Err(ClientSessionsError::Entry { slot: 0, .. })
+                ),
+                "a reply {problem} was accepted"
+            );
+        }
     }
 }

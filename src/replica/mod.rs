@@ -230,9 +230,15 @@ impl Replica {
     ) -> Result<Replica, ReplicaError> {
         let cluster = working.cluster;
         let clients_max = usize::try_from(config.clients_max).expect("fits");
-        let sessions = ClientSessions::decode(client_sessions, clients_max, cluster)?;
         let checkpoint_header = working.vsr_state.checkpoint.header;
         let op_checkpoint = working.op_checkpoint();
+        let sessions = ClientSessions::decode(
+            client_sessions,
+            clients_max,
+            cluster,
+            config.message_size_max,
+            op_checkpoint,
+        )?;
         let mut previous = checkpoint_header;
         for (index, header) in headers.iter().enumerate() {
             let op = op_checkpoint + 1 + index as u64;
