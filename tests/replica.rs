@@ -155,8 +155,10 @@ impl Harness {
         self.replica
             .on_committed(fields.op, &outputs, &mut committed);
         for (committed, output) in committed.into_iter().zip(outputs) {
-            self.stored_replies
-                .insert(committed.slot, (committed.reply, output.to_vec()));
+            if let Some(slot) = committed.slot {
+                self.stored_replies
+                    .insert(slot, (committed.reply, output.to_vec()));
+            }
             if committed.send {
                 self.sent
                     .push((committed.client, committed.reply, output.to_vec()));
@@ -337,6 +339,60 @@ fn a_full_client_table_evicts_the_least_recently_used_client() {
     h.request(echo(2, sessions[1], 1, 0, b"x"), b"x").unwrap();
     h.run(true);
     assert_eq!(h.evicted.last(), Some(&(2, EvictionReason::SessionUnknown)));
+}
+
+/// A register that evicts a client whose request is already prepared behind it: the evicted
+/// client's request executes after its session is gone. This used to panic in
+/// `ClientSessions::update` — on every replay too, so the data file could never start again —
+/// and any client can send a register.
+#[test]
+fn a_client_evicted_while_its_request_is_prepared_does_not_crash_the_replica() {
+    let mut h = Harness::new();
+    let sessions: Vec<u64> = (1..=4).map(|c| h.register(c)).collect();
+    // Client 5's register is written first; client 1's echo (client 1 is the least recently
+    // used) waits for the next prepare.
+    let register = Request {
+        client: 5,
+        operation: 2,
+        ..Request::default()
+    }
+    .header(CLUSTER, &[]);
+    h.request(register, &[]).unwrap();
+    h.run(false);
+    h.request(echo(1, sessions[0], 1, 0, b"x"), b"x").unwrap();
+    h.run(true);
+    assert_eq!(h.evicted, vec![(1, EvictionReason::NoSession)]);
+    // The echo executed (its prepare is in the log), its reply was sent, not stored.
+    let head = h.replica.op();
+    assert_eq!(h.executed.len() as u64, head);
+    assert!(h.replica.sessions().get(1).is_none());
+    assert!(h.replica.sessions().get(5).is_some());
+    let stored_for_1 = h
+        .stored_replies
+        .values()
+        .any(|(reply, _)| Reply::decode(reply).client == 1 && Reply::decode(reply).request == 1);
+    assert!(!stored_for_1, "the evicted client's reply has no slot");
+    // Its next request: the session is unknown.
+    h.request(echo(1, sessions[0], 2, 0, b"y"), b"y").unwrap();
+    h.run(true);
+    assert_eq!(h.evicted.last(), Some(&(1, EvictionReason::SessionUnknown)));
+    // A restart from the root checkpoint replays every op, the eviction included, to the same
+    // client table.
+    let config = config();
+    let headers: Vec<Header> = (1..=head).map(|op| h.journal[&op].0).collect();
+    let working = Box::new(SuperblockHeader::format(&config, CLUSTER));
+    let replica = Replica::open(&config, working, &[], &headers, Box::new(echo_valid)).unwrap();
+    let mut restarted = Harness::with(replica, config, h.journal.clone());
+    restarted.run(true);
+    assert_eq!(restarted.replica.status(), Status::Normal);
+    assert_eq!(restarted.replica.op(), head);
+    for client in 1..=5u128 {
+        assert_eq!(
+            restarted.replica.sessions().get(client),
+            h.replica.sessions().get(client),
+            "client {client}"
+        );
+    }
 }
 
 /// Runs `count` echo requests from two clients; returns the clients' sessions and next

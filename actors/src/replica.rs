@@ -369,7 +369,9 @@ impl ReplicaState {
         self.stats.ops_committed += 1;
         self.stats.requests_committed += committed.len() as u64;
         for (committed, body) in committed.drain(..).zip(outputs) {
-            self.store_reply(committed.slot as u64, committed.reply, body);
+            if let Some(slot) = committed.slot {
+                self.store_reply(slot as u64, committed.reply, body);
+            }
             if committed.send {
                 self.stats.replies_sent += 1;
                 self.send(committed.client, committed.reply, body.to_vec());

@@ -131,10 +131,12 @@ impl ClientSessions {
         Registered { slot, evicted }
     }
 
-    /// Stores `reply` as the latest reply of its (registered) client; returns the slot.
-    pub fn update(&mut self, reply: Header) -> usize {
+    /// Stores `reply` as the latest reply of its client; returns the slot. `None` if the client
+    /// has no session: a register committed ahead of this request evicted it while the request
+    /// was prepared (the request still executes, as its prepare says; only the table forgets).
+    pub fn update(&mut self, reply: Header) -> Option<usize> {
         let fields = Reply::decode(&reply);
-        let slot = self.slots[&fields.client];
+        let slot = *self.slots.get(&fields.client)?;
         let session = self.entries[slot]
             .as_mut()
             .expect("indexed slot is occupied");
@@ -145,7 +147,7 @@ impl ClientSessions {
         );
         assert!(session.op() < fields.op);
         session.reply = reply;
-        slot
+        Some(slot)
     }
 
     fn least_recently_used(&self) -> usize {

@@ -111,7 +111,7 @@ impl Replica {
                         reason: EvictionReason::NoSession,
                     });
                 }
-                registered.slot
+                Some(registered.slot)
             } else {
                 self.sessions.update(reply)
             };

@@ -78,7 +78,12 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub client: u128,
-    pub slot: usize,
+    /// The client's slot (its client-replies slot), where the reply is to be stored. `None`
+    /// when a register committed ahead of this request evicted the client while the request
+    /// was prepared: the request executed (its prepare is in the log, and replay executes it
+    /// again the same way), but the reply has no slot and is never resent; the client, told
+    /// `NoSession` at that register, does not wait for it.
+    pub slot: Option<usize>,
     pub reply: Header,
     /// False while replaying: the client heard (or will retry) already.
     pub send: bool,

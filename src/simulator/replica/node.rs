@@ -442,7 +442,9 @@ impl Node {
         effects.ops_executed += 1;
         let outputs: Vec<Vec<u8>> = outputs.iter().map(|output| output.to_vec()).collect();
         for (committed, body) in committed.into_iter().zip(outputs) {
-            self.store_reply(committed.slot as u64, committed.reply, &body);
+            if let Some(slot) = committed.slot {
+                self.store_reply(slot as u64, committed.reply, &body);
+            }
             if committed.send {
                 if !self.durable.contains(&op) {
                     return failed(format!(
