@@ -10,7 +10,7 @@ use crate::header::reply::Reply;
 use crate::header::request::Request;
 use crate::header::{Header, Operation};
 use crate::state_machine::echo::{lookup_reply_things, lookup_request, thing_value, EchoOperation};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A request as the client sent it (the same bytes on every resend).
 #[derive(Clone, Debug)]
@@ -42,6 +42,22 @@ pub(super) struct Client {
     /// (client-replies faults), so it can never get it. It sends nothing more; a reply that still
     /// reaches it must be exactly that request's.
     pub abandoned: Option<(Sent, Header)>,
+    /// Ids this client had before evictions (`NoSession`, `SessionUnknown`): after each it
+    /// registers again under a new id, as an application connects a new client.
+    pub retired: Vec<u128>,
+    /// Registrations of this client's current id the replica queued after the first (a resend
+    /// or network copy of its register after the session was evicted), whose replies have not
+    /// arrived.
+    pub stale_registers_pending: u32,
+}
+
+/// A request in flight when its client was evicted: it may or may not have executed (a request
+/// prepared before the register that evicted its client executes without a session).
+#[derive(Clone, Debug)]
+pub(super) struct FateUnknown {
+    pub index: usize,
+    pub id: u128,
+    pub sent: Sent,
 }
 
 /// An acknowledged echo: what its Thing must hold.
@@ -62,6 +78,20 @@ pub(super) struct Clients {
     pub retries_checked: u64,
     pub lookups_checked: u64,
     pub things_checked: u64,
+    /// Requests in flight at an eviction whose reply has not (yet) told whether they executed.
+    pub fate_unknown: Vec<FateUnknown>,
+    /// Evictions of a session (not `ReplyLost`), and fate-unknown requests a late reply
+    /// resolved as executed.
+    pub evictions: u64,
+    pub fates_resolved: u64,
+    /// Timestamps no acknowledgement explains, being looked up at the end of the run: a Thing
+    /// found for one must be a fate-unknown echo's (`resolve_echo`).
+    pub resolving: BTreeSet<u64>,
+    /// Registrations the replica queued for an id it had evicted before (see
+    /// `on_registration_queued`), and the ids it evicted (every eviction message it sent,
+    /// delivered or not).
+    pub stale_registers: u64,
+    pub evicted_by_replica: BTreeSet<u128>,
 }
 
 impl Clients {
@@ -75,6 +105,8 @@ impl Clients {
                     latest: None,
                     retry_waiting: false,
                     abandoned: None,
+                    retired: Vec::new(),
+                    stale_registers_pending: 0,
                 })
                 .collect(),
             ..Clients::default()
@@ -90,9 +122,82 @@ impl Clients {
             client.latest = None;
             client.retry_waiting = false;
             client.abandoned = None;
+            client.stale_registers_pending = 0;
         }
         self.timestamps.clear();
         self.echoes.clear();
+        self.fate_unknown.clear();
+        self.resolving.clear();
+        self.stale_registers = 0;
+        self.evicted_by_replica.clear();
+    }
+
+    /// Client `index`'s session was evicted: its request in flight, if any, has an unknown
+    /// fate; it forgets the session and will register again under a new id (derived from its
+    /// first, so no random draw is taken).
+    pub fn evict(&mut self, index: usize) {
+        self.evictions += 1;
+        let client = &mut self.clients[index];
+        if let Some(sent) = client.in_flight.take() {
+            self.fate_unknown.push(FateUnknown {
+                index,
+                id: client.id,
+                sent,
+            });
+        }
+        client.session = None;
+        client.latest = None;
+        client.retry_waiting = false;
+        client.retired.push(client.id);
+        let first = client.retired[0];
+        client.id = first.wrapping_add((client.retired.len() as u128) << 96);
+    }
+
+    /// A reply to an id client `index` had before an eviction: if it answers a fate-unknown
+    /// request, that request executed — its timestamp (and an echo's Thing) are accounted for,
+    /// and the reply must be that request's. Anything else to a retired id is stale: ignored.
+    pub fn on_late_reply(
+        &mut self,
+        index: usize,
+        reply: &Header,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let fields = Reply::decode(reply);
+        let Some(position) = self.fate_unknown.iter().position(|unknown| {
+            unknown.index == index && unknown.sent.header.checksum() == fields.request_checksum
+        }) else {
+            return Ok(());
+        };
+        let unknown = self.fate_unknown.remove(position);
+        let request = Request::decode(&unknown.sent.header);
+        if let Some(first) = self.timestamps.insert(
+            fields.timestamp,
+            (index, request.request, request.operation),
+        ) {
+            return Err(format!(
+                "timestamp {} given twice: to client {} request {} and client {index}'s \
+                 fate-unknown request {}",
+                fields.timestamp, first.0, first.1, request.request
+            ));
+        }
+        if request.operation == EchoOperation::Echo as u8 {
+            if body != unknown.sent.body {
+                return Err(format!(
+                    "client {index}: fate-unknown echo {} replied other bytes",
+                    request.request
+                ));
+            }
+            let value = thing_value(
+                unknown.id,
+                fields.timestamp,
+                fields.timestamp,
+                EchoOperation::Echo as u8,
+                &unknown.sent.body,
+            );
+            self.echoes.insert(fields.timestamp, Echoed { value });
+        }
+        self.fates_resolved += 1;
+        Ok(())
     }
 
     pub fn all_abandoned(&self) -> bool {
@@ -140,8 +245,15 @@ impl Clients {
         Ok(())
     }
 
-    pub fn index_of(&self, id: u128) -> Option<usize> {
-        self.clients.iter().position(|client| client.id == id)
+    /// The client with id `id`, now or before an eviction (then `retired` is true).
+    pub fn index_of(&self, id: u128) -> Option<(usize, bool)> {
+        self.clients.iter().enumerate().find_map(|(index, client)| {
+            if client.id == id {
+                Some((index, false))
+            } else {
+                client.retired.contains(&id).then_some((index, true))
+            }
+        })
     }
 
     /// The next request of client `index` (which has none in flight): a register, or `operation`
@@ -188,10 +300,50 @@ impl Clients {
         sent
     }
 
+    /// The replica queued a new registration of `id`. If it had evicted `id` before (whether
+    /// or not the client heard), this is a register resent or copied by the network after the
+    /// eviction: it registers the id anew, with a timestamp no acknowledgement may explain and
+    /// a reply the client may get for a register it already had answered.
+    pub fn on_registration_queued(&mut self, id: u128) {
+        if !self.evicted_by_replica.contains(&id) {
+            return;
+        }
+        self.stale_registers += 1;
+        let (index, retired) = self.index_of(id).expect("a client's id");
+        if !retired {
+            self.clients[index].stale_registers_pending += 1;
+        }
+    }
+
     /// A reply reached client `index`; checks it against what the client sent and was told.
     pub fn on_reply(&mut self, index: usize, reply: &Header, body: &[u8]) -> Result<(), String> {
         let fields = Reply::decode(reply);
         let client = &self.clients[index];
+        let acknowledged = |client: &Client| {
+            client
+                .latest
+                .as_ref()
+                .is_some_and(|latest| latest.reply == *reply)
+        };
+        if fields.request == 0 && client.stale_registers_pending > 0 && !acknowledged(client) {
+            // The reply to a resend or network copy of this client's register that registered
+            // its id anew after the replica evicted it: the client's own session is gone (as
+            // an eviction would have told it, had that message arrived). Its timestamp is
+            // accounted for; the client registers again under a new id.
+            self.clients[index].stale_registers_pending -= 1;
+            if let Some(first) = self
+                .timestamps
+                .insert(fields.timestamp, (index, 0, Operation::Register.to_u8()))
+            {
+                return Err(format!(
+                    "timestamp {} given twice: to client {} request {} and a copy of client \
+                     {index}'s register",
+                    fields.timestamp, first.0, first.1
+                ));
+            }
+            self.evict(index);
+            return Ok(());
+        }
         if let Some((sent, expected)) = &client.abandoned {
             if fields.request == Request::decode(&sent.header).request {
                 let size_limit = crate::simulator::config().message_size_max;
@@ -335,6 +487,10 @@ impl Clients {
                     }
                     self.things_checked += 1;
                 }
+                (Some(thing), None) if self.resolving.remove(&(id as u64)) => {
+                    self.resolve_echo(id as u64, thing.value, thing.timestamp)?;
+                    self.things_checked += 1;
+                }
                 (None, _) if required => {
                     return Err(format!(
                         "acknowledged echo {id} has no Thing (lookup of client {index})"
@@ -350,6 +506,54 @@ impl Clients {
         }
         self.lookups_checked += 1;
         Ok(())
+    }
+
+    /// Timestamp `id` was given to no acknowledged request, and its Thing exists: it must be the
+    /// Thing of exactly one fate-unknown echo (which therefore executed), by its value.
+    fn resolve_echo(&mut self, id: u64, value: u64, timestamp: u64) -> Result<(), String> {
+        let position = self.fate_unknown.iter().position(|unknown| {
+            unknown.sent.header.command() == Some(crate::header::Command::Request)
+                && Request::decode(&unknown.sent.header).operation == EchoOperation::Echo as u8
+                && thing_value(
+                    unknown.id,
+                    id,
+                    id,
+                    EchoOperation::Echo as u8,
+                    &unknown.sent.body,
+                ) == value
+        });
+        let Some(position) = position.filter(|_| timestamp == id) else {
+            return Err(format!(
+                "Thing {id} (value {value:#x}, timestamp {timestamp}) belongs to no request a \
+                 client was acknowledged for or sent before an eviction"
+            ));
+        };
+        let unknown = self.fate_unknown.remove(position);
+        let request = Request::decode(&unknown.sent.header);
+        if let Some(first) = self
+            .timestamps
+            .insert(id, (unknown.index, request.request, request.operation))
+        {
+            return Err(format!(
+                "timestamp {id} given twice: to client {} request {} and client {}'s \
+                 fate-unknown echo {}",
+                first.0, first.1, unknown.index, request.request
+            ));
+        }
+        self.echoes.insert(id, Echoed { value });
+        self.fates_resolved += 1;
+        Ok(())
+    }
+
+    /// Fate-unknown requests that leave no Thing to find them by: registers (a register whose
+    /// reply was dropped, evicted before it was resent) and lookups.
+    pub fn fate_unknown_without_thing(&self) -> usize {
+        self.fate_unknown
+            .iter()
+            .filter(|unknown| {
+                Request::decode(&unknown.sent.header).operation != EchoOperation::Echo as u8
+            })
+            .count()
     }
 
     /// A `lookup_things` body for `ids`, and which must be found.

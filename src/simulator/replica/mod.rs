@@ -13,9 +13,13 @@
 //! acknowledged before it, with its exact value); a resent request gets the very reply the
 //! client first got, across restarts; timestamps are given once each, and at the end every
 //! timestamp 1..=the head's belongs to exactly one acknowledged request (nothing executed twice,
-//! nothing lost); no reply leaves before its prepare is durable; every prepare reported durable
-//! above the checkpoint is in the journal after every start; every start after a crash succeeds
-//! in a crash-only seed. A seed may instead fault one zone of the data file (WAL headers, WAL
+//! nothing lost — a bound, not exact, for the registers and lookups of clients evicted with them
+//! in flight, in a seed with more clients than the table holds); no reply leaves before its
+//! prepare is durable; every prepare reported durable above the checkpoint is in the journal
+//! after every start, and the journal checker passes whenever the journal is idle; every start
+//! after a crash succeeds in a crash-only seed; an eviction happens only with more clients than
+//! slots. Crashes come at journal and client-replies completions, between steps, and inside
+//! blocking grid calls (`router.rs`). A seed may instead fault one zone of the data file (WAL headers, WAL
 //! prepares, client replies or grid) and drop or duplicate requests (`faults.rs`): then a refused
 //! start or a fail-stop is allowed only where the fault contract says, and is followed by a new
 //! data file.
@@ -93,6 +97,11 @@ pub struct Summary {
     pub things_checked: u64,
     /// Times the journal checker compared every clean slot with the disk.
     pub journal_checks: u64,
+    /// Sessions evicted (more clients than the table holds); requests in flight at an eviction
+    /// whose late reply showed they executed, and those whose fate stayed unknown.
+    pub evictions: u64,
+    pub fates_resolved: u64,
+    pub fates_unknown: u64,
     pub trace_hash: u64,
     /// Where the seed's disk faults land ("none": crashes only).
     pub fault_zones: &'static str,
@@ -121,7 +130,8 @@ impl std::fmt::Display for Summary {
             f,
             "seed {} replica clients {} requests {} ops {} batches {} crashes {} (in grid calls \
              {}, superblock writes {}) torn {} checkpoints {} dropped {} retries {} lookups {} \
-             things {} journal_checks {} trace {:016x}",
+             things {} journal_checks {} evictions {} (fates resolved {}, unknown {}) trace \
+             {:016x}",
             self.seed,
             self.clients,
             self.requests,
@@ -137,6 +147,9 @@ impl std::fmt::Display for Summary {
             self.lookups,
             self.things_checked,
             self.journal_checks,
+            self.evictions,
+            self.fates_resolved,
+            self.fates_unknown,
             self.trace_hash
         )?;
         if self.fault_zones != "none" {

@@ -357,11 +357,12 @@ impl Node {
                 slot,
                 reply,
             } => self.send_stored_reply(client, slot as u64, reply, effects),
-            Action::Evict { client, reason } => {
-                return failed(format!(
-                    "client {client:#x} evicted ({reason:?}) with no more clients than slots"
-                ))
-            }
+            // As the replica actor: the client is told (the simulation checks it is allowed).
+            Action::Evict { client, reason } => effects.outgoing.push(Outgoing {
+                client,
+                header: eviction(CLUSTER, client, reason),
+                body: Vec::new(),
+            }),
         }
         Ok(())
     }

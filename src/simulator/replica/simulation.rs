@@ -46,6 +46,7 @@ const TRACE_DAMAGE: u64 = 5;
 const TRACE_REQUEST_DROPPED: u64 = 6;
 const TRACE_REQUEST_DUPLICATED: u64 = 7;
 const TRACE_UNSERVED: u64 = 8;
+const TRACE_EVICTED: u64 = 9;
 
 /// Everything a seed decides before the run starts.
 #[derive(Clone, Debug)]
@@ -80,6 +81,9 @@ struct Parameters {
     /// The same while a superblock write is in flight.
     grid_crash_superblock: Probability,
     grid_crash_seed: u64,
+    /// Clients beyond the table's `clients_max` (drawn last; 0 in two seeds of three): each
+    /// register then evicts the least recently used session.
+    clients_extra: usize,
 }
 
 fn per_million(value: u64) -> Probability {
@@ -128,6 +132,11 @@ impl Parameters {
             grid_crash_per_completion: per_million(prng.range_inclusive(0, GRID_CRASH_MAX)),
             grid_crash_superblock: per_million(prng.range_inclusive(0, 250_000)),
             grid_crash_seed: prng.next_u64(),
+            clients_extra: if prng.chance(1, 3) {
+                prng.range_inclusive(1, 3) as usize
+            } else {
+                0
+            },
         };
         parameters.faults.apply(&mut parameters.storage.faults);
         parameters
@@ -221,7 +230,13 @@ impl Simulation {
             _ => None,
         };
         let mut prng = Prng::new(parameters.run_seed);
-        let ids: Vec<u128> = (0..parameters.client_count)
+        // Extra clients: the table's size plus `clients_extra`, so every seed that draws them
+        // evicts.
+        let client_count = match parameters.clients_extra {
+            0 => parameters.client_count,
+            extra => config.clients_max as usize + extra,
+        };
+        let ids: Vec<u128> = (0..client_count)
             .map(|_| u128::from(prng.next_u64()) << 64 | u128::from(prng.next_u64()) | 1)
             .collect();
         Simulation {
@@ -233,7 +248,7 @@ impl Simulation {
             },
             summary: Summary {
                 seed,
-                clients: parameters.client_count as u64,
+                clients: ids.len() as u64,
                 fault_zones: parameters.faults.zones.name(),
                 ..Summary::default()
             },
@@ -280,6 +295,9 @@ impl Simulation {
         self.summary.retries_checked = self.clients.retries_checked;
         self.summary.lookups = self.clients.lookups_checked;
         self.summary.things_checked = self.clients.things_checked;
+        self.summary.evictions = self.clients.evictions;
+        self.summary.fates_resolved = self.clients.fates_resolved;
+        self.summary.fates_unknown = self.clients.fate_unknown.len() as u64;
         self.summary.ops_executed = self.effects.ops_executed;
         self.summary.batches = self.effects.batches;
         self.summary.checkpoints = self.effects.checkpoints;
@@ -361,7 +379,7 @@ impl Simulation {
     /// eviction to reach the client (`on_reply_lost`). Anywhere else it fails the seed.
     fn check_unserved(&mut self) -> Result<(), Stop> {
         for unserved in std::mem::take(&mut self.effects.unserved) {
-            let index = self
+            let (index, retired) = self
                 .clients
                 .index_of(unserved.client)
                 .expect("a read for one of the clients");
@@ -377,7 +395,9 @@ impl Simulation {
             }
             self.summary.replies_unserved += 1;
             self.trace(&[TRACE_UNSERVED, index as u64, unserved.slot]);
-            self.replies_lost.insert(index, unserved.reply);
+            if !retired {
+                self.replies_lost.insert(index, unserved.reply);
+            }
         }
         Ok(())
     }
@@ -386,8 +406,22 @@ impl Simulation {
     /// client whose request in flight was executed (its reply dropped by the network) gives
     /// up on it: its timestamp and Thing are accounted for, it sends nothing more; one that
     /// resent an acknowledged request stops waiting for the resend's answer.
-    fn on_eviction(&mut self, index: usize, header: &Header) -> Result<(), Stop> {
+    fn on_eviction(&mut self, index: usize, retired: bool, header: &Header) -> Result<(), Stop> {
         let (_, reason) = eviction_fields(header);
+        if retired {
+            // To an id the client had before an eviction: that session is gone already.
+            return Ok(());
+        }
+        if let Some(EvictionReason::NoSession | EvictionReason::SessionUnknown) = reason {
+            if self.clients.clients.len() <= self.config.clients_max as usize {
+                return Err(Stop::Failed(format!(
+                    "client {index} evicted ({reason:?}) with no more clients than slots"
+                )));
+            }
+            self.clients.evict(index);
+            self.trace(&[TRACE_EVICTED, index as u64]);
+            return Ok(());
+        }
         let Some(reply) = self.replies_lost.remove(&index) else {
             return Err(Stop::Failed(format!(
                 "client {index} evicted ({reason:?}) with no stored reply lost"
@@ -488,6 +522,7 @@ impl Simulation {
                     .iter()
                     .all(|client| client.in_flight.is_none() && !client.retry_waiting)
         })?;
+        self.resolve_fates()?;
         self.run_until(|simulation| simulation.node.as_ref().is_some_and(Node::quiet))?;
         self.check_timestamps()
     }
@@ -648,8 +683,17 @@ impl Simulation {
         result?;
         self.check_unserved()?;
         let outgoing = std::mem::take(&mut self.effects.outgoing);
+        for message in &outgoing {
+            if message.header.command() == Some(Command::Eviction) {
+                if let (client, Some(EvictionReason::NoSession | EvictionReason::SessionUnknown)) =
+                    eviction_fields(&message.header)
+                {
+                    self.clients.evicted_by_replica.insert(client);
+                }
+            }
+        }
         for message in outgoing {
-            let index = self
+            let (index, retired) = self
                 .clients
                 .index_of(message.client)
                 .expect("a reply to one of the clients");
@@ -664,7 +708,13 @@ impl Simulation {
                 u64::from(message.header.checksum()),
             ]);
             if message.header.command() == Some(Command::Eviction) {
-                self.on_eviction(index, &message.header)?;
+                self.on_eviction(index, retired, &message.header)?;
+                continue;
+            }
+            if retired {
+                self.clients
+                    .on_late_reply(index, &message.header, &message.body)
+                    .map_err(Stop::Failed)?;
                 continue;
             }
             self.clients
@@ -685,8 +735,7 @@ impl Simulation {
                 .partition(|(at, _)| *at <= steps);
             self.delayed = later;
             for (_, sent) in due {
-                let node = self.node.as_mut().expect("up");
-                let _ = node.replica.on_request(sent.header, sent.body);
+                self.deliver(sent);
             }
         }
         for index in 0..self.clients.clients.len() {
@@ -708,12 +757,25 @@ impl Simulation {
                         self.trace(&[TRACE_REQUEST_DUPLICATED, index as u64, at]);
                     }
                 }
-                let node = self.node.as_mut().expect("up");
-                // Ignored requests (in progress, older, not serving) are resent later.
-                let _ = node.replica.on_request(sent.header, sent.body);
+                self.deliver(sent);
             }
         }
         Ok(())
+    }
+
+    /// A request reaches the replica (ignored ones — in progress, older, not serving — are
+    /// resent later). A register the replica queues as a new registration of an id it
+    /// registered before (a resend or a network copy arriving after it evicted that session)
+    /// registers the id anew: the clients' model is told (`Clients::on_reregistered`).
+    fn deliver(&mut self, sent: Sent) {
+        let request = crate::header::request::Request::decode(&sent.header);
+        let node = self.node.as_mut().expect("up");
+        let registers = request.operation == crate::header::Operation::Register.to_u8()
+            && node.replica.sessions().get(request.client).is_none();
+        let accepted = node.replica.on_request(sent.header, sent.body).is_ok();
+        if registers && accepted {
+            self.clients.on_registration_queued(request.client);
+        }
     }
 
     /// What client `index` sends this step, if anything.
@@ -801,15 +863,58 @@ impl Simulation {
             .collect()
     }
 
+    /// Requests in flight when their client was evicted may have executed unseen (their late
+    /// reply dropped): the timestamps no acknowledgement explains are looked up, and each Thing
+    /// found must be exactly one such echo's (`Clients::resolve_echo`).
+    fn resolve_fates(&mut self) -> Result<(), String> {
+        if self.clients.fate_unknown.is_empty() || self.clients.all_abandoned() {
+            return Ok(());
+        }
+        self.run_until(|simulation| simulation.node.is_some())?;
+        let timestamp_max = self.node.as_ref().expect("up").timestamp_max();
+        let unaccounted: Vec<u128> = (1..=timestamp_max)
+            .filter(|t| !self.clients.timestamps.contains_key(t))
+            .map(u128::from)
+            .collect();
+        if unaccounted.is_empty() {
+            return Ok(());
+        }
+        self.clients.resolving = unaccounted.iter().map(|id| *id as u64).collect();
+        let chunk = EchoOptions::from_config(&self.config).lookup_count_max() as usize;
+        self.audit = unaccounted.chunks(chunk).map(<[u128]>::to_vec).collect();
+        self.run_until(|simulation| {
+            simulation.audit.is_empty()
+                && simulation
+                    .clients
+                    .clients
+                    .iter()
+                    .all(|client| client.in_flight.is_none())
+        })
+    }
+
     /// Every timestamp 1..=the head's was given to exactly one acknowledged request: none
     /// executed twice, none lost.
     fn check_timestamps(&self) -> Result<(), String> {
         let timestamp_max = self.node.as_ref().expect("up").timestamp_max();
         let acknowledged = &self.clients.timestamps;
-        if let Some(missing) = (1..=timestamp_max).find(|t| !acknowledged.contains_key(t)) {
+        let unaccounted: Vec<u64> = (1..=timestamp_max)
+            .filter(|t| !acknowledged.contains_key(t))
+            .collect();
+        // A register or a lookup in flight at its client's eviction may have executed unseen
+        // and leaves no Thing to find it by (`resolve_fates` found every such echo): at most
+        // one timestamp each.
+        // And a copy of a register delivered after its client's eviction registers that id
+        // anew: one timestamp each.
+        let thingless = self.clients.fate_unknown_without_thing();
+        let stale = self.clients.stale_registers as usize;
+        if unaccounted.len() > thingless + stale {
             return Err(format!(
-                "timestamp {missing} (of 1..={timestamp_max}) was given to a request no client \
-                 was acknowledged for: a request executed twice, or one nobody sent"
+                "timestamp {} (of 1..={timestamp_max}) was given to a request no client \
+                 was acknowledged for: a request executed twice, or one nobody sent \
+                 ({} such timestamps; {thingless} registers and lookups of evicted clients \
+                 with an unknown fate, {stale} stale registers accepted)",
+                unaccounted[0],
+                unaccounted.len()
             ));
         }
         if let Some((beyond, _)) = acknowledged.range(timestamp_max + 1..).next() {
