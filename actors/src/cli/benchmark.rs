@@ -157,12 +157,12 @@ fn run_local(arguments: &BenchmarkArguments) -> Result<(), Failure> {
     let rss_start = resident_set_bytes();
     if !arguments.json {
         println!(
-            "pinion benchmark: {} clients × {} echo requests of {} bytes in all, end to end over \
+            "pinion benchmark: {} echo requests of {} bytes from {} clients, end to end over \
              TCP to the service on {address}\n  data file {} ({} geometry, --durability {}, \
              --io {})",
-            setup.load.clients,
             setup.load.requests,
             setup.load.body_size,
+            setup.load.clients,
             file.path().display(),
             setup.preset.name(),
             durability_name(setup.io.durability),
@@ -212,11 +212,11 @@ fn run_remote(arguments: &BenchmarkArguments) -> Result<(), Failure> {
     let addresses = resolve(&arguments.addresses)?;
     if !arguments.json {
         println!(
-            "pinion benchmark: {} clients × {} echo requests of {} bytes in all, end to end over \
+            "pinion benchmark: {} echo requests of {} bytes from {} clients, end to end over \
              TCP to the running service at {}",
-            load.clients,
             load.requests,
             load.body_size,
+            load.clients,
             arguments.addresses.join(",")
         );
     }

@@ -119,8 +119,9 @@ pub struct BenchmarkArguments {
     /// Bytes in every request body (at most message_size_max − 256: 1048320 in production).
     #[arg(long, default_value_t = 128, conflicts_with = "storage")]
     pub body_size: usize,
-    /// Requests in all, split among the clients. The default, 10000, takes 4–12 s on a 2-vCPU
-    /// virtio disk at 128 B (one durable op per request today: 850–2300 requests/s).
+    /// Requests in all, split among the clients. The default, 10000, takes well under a second
+    /// at 128 B on a 2-vCPU virtio disk (requests arriving together share a durable op); use
+    /// 200000 or more for figures steady enough to compare.
     #[arg(long, default_value_t = 10_000, conflicts_with = "storage")]
     pub requests: u64,
     /// Pin the service's actors: `io=0,journal=0,grid=1,state_machine=1,replica=1,net=1` (as for
