@@ -173,19 +173,23 @@ impl Harness {
 
     /// Registers `client`; returns its session.
     fn register(&mut self, client: u128) -> u64 {
-        let header = Request {
-            client,
-            operation: 2,
-            ..Request::default()
-        }
-        .header(CLUSTER, &[]);
-        self.request(header, &[]).unwrap();
+        self.request(register_request(client), &[]).unwrap();
         self.run(true);
         let (_, reply, _) = self.sent.last().unwrap();
         let fields = Reply::decode(reply);
         assert_eq!((fields.client, fields.request), (client, 0));
         fields.op
     }
+}
+
+/// A register request from `client`.
+fn register_request(client: u128) -> Header {
+    Request {
+        client,
+        operation: 2,
+        ..Request::default()
+    }
+    .header(CLUSTER, &[])
 }
 
 fn echo(client: u128, session: u64, request: u32, parent: u32, body: &[u8]) -> Header {
@@ -351,12 +355,7 @@ fn a_client_evicted_while_its_request_is_prepared_does_not_crash_the_replica() {
     let sessions: Vec<u64> = (1..=4).map(|c| h.register(c)).collect();
     // Client 5's register is written first; client 1's echo (client 1 is the least recently
     // used) waits for the next prepare.
-    let register = Request {
-        client: 5,
-        operation: 2,
-        ..Request::default()
-    }
-    .header(CLUSTER, &[]);
+    let register = register_request(5);
     h.request(register, &[]).unwrap();
     h.run(false);
     h.request(echo(1, sessions[0], 1, 0, b"x"), b"x").unwrap();
@@ -515,12 +514,7 @@ fn open_refuses_a_broken_hash_chain() {
 #[test]
 fn a_stale_register_after_the_session_moved_on_is_dropped_not_an_eviction() {
     let mut h = Harness::new();
-    let register = Request {
-        client: 5,
-        operation: 2,
-        ..Request::default()
-    }
-    .header(CLUSTER, &[]);
+    let register = register_request(5);
     h.request(register, &[]).unwrap();
     h.run(true);
     let session = Reply::decode(&h.sent.last().unwrap().1).op;

@@ -504,8 +504,7 @@ impl Simulation {
             .keys()
             .map(|id| u128::from(*id))
             .collect();
-        let chunk = EchoOptions::from_config(&self.config).lookup_count_max() as usize;
-        self.audit = ids.chunks(chunk).map(<[u128]>::to_vec).collect();
+        self.audit = self.lookup_chunks(&ids);
         if self.clients.all_abandoned() {
             // Every client gave up on an unserved reply (client-replies faults): nobody is left
             // to send the audit's lookups; the timestamps are still checked.
@@ -514,14 +513,7 @@ impl Simulation {
         for client in &mut self.clients.clients {
             client.retry_waiting = client.latest.is_some() && client.abandoned.is_none();
         }
-        self.run_until(|simulation| {
-            simulation.audit.is_empty()
-                && simulation
-                    .clients
-                    .clients
-                    .iter()
-                    .all(|client| client.in_flight.is_none() && !client.retry_waiting)
-        })?;
+        self.run_audit()?;
         self.resolve_fates()?;
         self.run_until(|simulation| simulation.node.as_ref().is_some_and(Node::quiet))?;
         self.check_timestamps()
@@ -880,15 +872,25 @@ impl Simulation {
             return Ok(());
         }
         self.clients.resolving = unaccounted.iter().map(|id| *id as u64).collect();
+        self.audit = self.lookup_chunks(&unaccounted);
+        self.run_audit()
+    }
+
+    /// `ids` in lookups of at most the state machine's lookup count.
+    fn lookup_chunks(&self, ids: &[u128]) -> Vec<Vec<u128>> {
         let chunk = EchoOptions::from_config(&self.config).lookup_count_max() as usize;
-        self.audit = unaccounted.chunks(chunk).map(<[u128]>::to_vec).collect();
+        ids.chunks(chunk).map(<[u128]>::to_vec).collect()
+    }
+
+    /// Steps until every audit lookup is sent and answered, and no client waits for a reply.
+    fn run_audit(&mut self) -> Result<(), String> {
         self.run_until(|simulation| {
             simulation.audit.is_empty()
                 && simulation
                     .clients
                     .clients
                     .iter()
-                    .all(|client| client.in_flight.is_none())
+                    .all(|client| client.in_flight.is_none() && !client.retry_waiting)
         })
     }
 
