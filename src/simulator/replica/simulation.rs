@@ -794,14 +794,7 @@ impl Simulation {
             Phase::Audit => {
                 client.session?;
                 let ids = self.audit.pop()?;
-                let (body, required) = self.clients.lookup(&ids);
-                return Some(self.clients.send(
-                    CLUSTER,
-                    index,
-                    EchoOperation::LookupThings,
-                    body,
-                    required,
-                ));
+                return Some(self.send_lookup(index, &ids));
             }
             Phase::Load => {}
         }
@@ -815,14 +808,7 @@ impl Simulation {
         }
         if client.session.is_some() && prng.chance(1, parameters.lookup_one_in) {
             let ids = self.lookup_ids();
-            let (body, required) = self.clients.lookup(&ids);
-            return Some(self.clients.send(
-                CLUSTER,
-                index,
-                EchoOperation::LookupThings,
-                body,
-                required,
-            ));
+            return Some(self.send_lookup(index, &ids));
         }
         let size = self.prng.range_inclusive(0, self.parameters.body_size_max);
         let mut body = vec![0; size as usize];
@@ -831,6 +817,13 @@ impl Simulation {
             self.clients
                 .send(CLUSTER, index, EchoOperation::Echo, body, Vec::new()),
         )
+    }
+
+    /// Client `index` sends a lookup of `ids` (each acknowledged echo's must be found).
+    fn send_lookup(&mut self, index: usize, ids: &[u128]) -> Sent {
+        let (body, required) = self.clients.lookup(ids);
+        self.clients
+            .send(CLUSTER, index, EchoOperation::LookupThings, body, required)
     }
 
     /// Up to 16 ids: mostly acknowledged echoes, some of any timestamp so far or beyond.
