@@ -170,16 +170,7 @@ impl Clients {
         };
         let unknown = self.fate_unknown.remove(position);
         let request = Request::decode(&unknown.sent.header);
-        if let Some(first) = self.timestamps.insert(
-            fields.timestamp,
-            (index, request.request, request.operation),
-        ) {
-            return Err(format!(
-                "timestamp {} given twice: to client {} request {} and client {index}'s \
-                 fate-unknown request {}",
-                fields.timestamp, first.0, first.1, request.request
-            ));
-        }
+        self.give_timestamp(fields.timestamp, index, request.request, request.operation)?;
         if request.operation == EchoOperation::Echo as u8 {
             if body != unknown.sent.body {
                 return Err(format!(
@@ -220,15 +211,7 @@ impl Clients {
                 request.request
             ));
         }
-        if let Some(first) = self.timestamps.insert(
-            fields.timestamp,
-            (index, request.request, request.operation),
-        ) {
-            return Err(format!(
-                "timestamp {} given twice: to client {} request {} and client {index} request {}",
-                fields.timestamp, first.0, first.1, request.request
-            ));
-        }
+        self.give_timestamp(fields.timestamp, index, request.request, request.operation)?;
         if request.operation == EchoOperation::Echo as u8 {
             let value = thing_value(
                 self.clients[index].id,
@@ -243,6 +226,28 @@ impl Clients {
         client.retry_waiting = false;
         client.abandoned = Some((sent, *reply));
         Ok(())
+    }
+
+    /// Records that `timestamp` went to client `index`'s request `request` (of `operation`):
+    /// a timestamp given twice is a request executed twice, or two requests sharing one.
+    fn give_timestamp(
+        &mut self,
+        timestamp: u64,
+        index: usize,
+        request: u32,
+        operation: u8,
+    ) -> Result<(), String> {
+        match self
+            .timestamps
+            .insert(timestamp, (index, request, operation))
+        {
+            None => Ok(()),
+            Some(first) => Err(format!(
+                "timestamp {timestamp} given twice: to client {} request {} and client {index} \
+                 request {request}",
+                first.0, first.1
+            )),
+        }
     }
 
     /// The client with id `id`, now or before an eviction (then `retired` is true).
@@ -331,16 +336,7 @@ impl Clients {
             // an eviction would have told it, had that message arrived). Its timestamp is
             // accounted for; the client registers again under a new id.
             self.clients[index].stale_registers_pending -= 1;
-            if let Some(first) = self
-                .timestamps
-                .insert(fields.timestamp, (index, 0, Operation::Register.to_u8()))
-            {
-                return Err(format!(
-                    "timestamp {} given twice: to client {} request {} and a copy of client \
-                     {index}'s register",
-                    fields.timestamp, first.0, first.1
-                ));
-            }
+            self.give_timestamp(fields.timestamp, index, 0, Operation::Register.to_u8())?;
             self.evict(index);
             return Ok(());
         }
@@ -415,15 +411,7 @@ impl Clients {
     ) -> Result<(), String> {
         let fields = Reply::decode(reply);
         let request = Request::decode(&sent.header);
-        if let Some(first) = self.timestamps.insert(
-            fields.timestamp,
-            (index, request.request, request.operation),
-        ) {
-            return Err(format!(
-                "timestamp {} given twice: to client {} request {} and client {index} request {}",
-                fields.timestamp, first.0, first.1, request.request
-            ));
-        }
+        self.give_timestamp(fields.timestamp, index, request.request, request.operation)?;
         let client_id = self.clients[index].id;
         match EchoOperation::from_u8(request.operation) {
             None => {
@@ -530,16 +518,7 @@ impl Clients {
         };
         let unknown = self.fate_unknown.remove(position);
         let request = Request::decode(&unknown.sent.header);
-        if let Some(first) = self
-            .timestamps
-            .insert(id, (unknown.index, request.request, request.operation))
-        {
-            return Err(format!(
-                "timestamp {id} given twice: to client {} request {} and client {}'s \
-                 fate-unknown echo {}",
-                first.0, first.1, unknown.index, request.request
-            ));
-        }
+        self.give_timestamp(id, unknown.index, request.request, request.operation)?;
         self.echoes.insert(id, Echoed { value });
         self.fates_resolved += 1;
         Ok(())
